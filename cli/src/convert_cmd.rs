@@ -1,0 +1,58 @@
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pocketlm_core::convert::{convert, ConvertOptions, OutType};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
+    model_dir: PathBuf,
+    /// Output GGUF file
+    out: PathBuf,
+    /// Weight type of the matrices: f32 or f16
+    #[arg(long = "type", default_value = "f16")]
+    out_type: String,
+    /// tokenizer.json to use when the folder has none
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Zero-pad n_inner to a multiple of this (exact; 0 = no padding)
+    #[arg(long, default_value_t = 0)]
+    pad_inner: usize,
+}
+
+pub fn run(a: Args) -> pocketlm_core::Result<()> {
+    let opts = ConvertOptions {
+        model_dir: a.model_dir,
+        out: a.out.clone(),
+        out_type: OutType::parse(&a.out_type)?,
+        tokenizer: a.tokenizer,
+        pad_inner_to: (a.pad_inner > 0).then_some(a.pad_inner),
+    };
+    // indicatif hides itself when stderr is not a terminal.
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let report = convert(&opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.index as u64);
+        bar.set_message(p.tensor.to_string());
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    let hp = &report.hparams;
+    eprintln!(
+        "wrote {} ({} tensors, {:.1} MiB): {} layers, n_embd {}, {} heads, n_inner {} (stored {}), vocab {}",
+        a.out.display(),
+        report.n_tensors,
+        report.file_bytes as f64 / (1 << 20) as f64,
+        hp.n_layer,
+        hp.n_embd,
+        hp.n_head,
+        hp.n_inner_original,
+        hp.n_inner,
+        hp.n_vocab
+    );
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! PocketLM core: everything that computes. Loads BTLM models from GGUF (memory-mapped),
+//! runs the forward pass, samples, and drives generation sessions. No FFI and no CLI here:
+//! the `pocketlm` binary and the uniffi bindings are thin layers over this crate.
+
+pub mod convert;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod ops;
+pub mod sampling;
+pub mod session;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use kv_cache::KvType;
+pub use model::Model;

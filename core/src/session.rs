@@ -1,0 +1,352 @@
+//! A conversation with a model: its KV cache, token history, and the generation loop
+//! (prefill, decode, sampling, stop strings, streaming, cancellation).
+
+use crate::error::{Error, Result};
+use crate::kv_cache::{KvCache, KvType};
+use crate::model::{Logits, Model};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::StreamDecoder;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Stops a running generation from any thread. Checked between tokens and between layers,
+/// so a cancel takes effect within one layer's work.
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+    fn reset(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Context size in tokens (prompt + generated), allocated up front.
+    pub n_ctx: usize,
+    pub kv_type: KvType,
+    /// Refuse a session whose KV cache would need more bytes than this.
+    pub mem_budget: Option<u64>,
+    /// Prompt tokens per forward call: bounds scratch memory, not results.
+    pub n_batch: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { n_ctx: 2048, kv_type: KvType::F16, mem_budget: None, n_batch: 256 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation stops when the text contains one of these; the stop string is not emitted.
+    pub stop: Vec<String>,
+    /// Stop at the end-of-text token (not emitted).
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 128, sampling: SamplingParams::default(), stop: vec![], stop_at_eos: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    MaxTokens,
+    EndOfText,
+    StopString,
+    Cancelled,
+    ContextFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prompt_time: Duration,
+    pub generation_time: Duration,
+    pub stop_reason: StopReason,
+}
+
+impl GenerationStats {
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.prompt_time)
+    }
+    /// Decode speed: each generated token costs one forward pass in the generation time.
+    pub fn generation_tokens_per_s(&self) -> f64 {
+        rate(self.generated_tokens, self.generation_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    if t.is_zero() {
+        0.0
+    } else {
+        n as f64 / t.as_secs_f64()
+    }
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    cache: KvCache,
+    tokens: Vec<u32>,
+    last_logits: Option<Vec<f32>>,
+    n_batch: usize,
+    cancel: CancelHandle,
+}
+
+/// What a generation step produced, for the callback.
+pub enum Piece<'a> {
+    Text(&'a str),
+    Token(u32),
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Self> {
+        let cache = KvCache::new(&model.hparams, opts.n_ctx, opts.kv_type, opts.mem_budget)?;
+        Ok(Session {
+            model,
+            cache,
+            tokens: Vec::new(),
+            last_logits: None,
+            n_batch: opts.n_batch.max(1),
+            cancel: CancelHandle::default(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx()
+    }
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Forgets the conversation; the cache memory is kept for reuse.
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+        self.last_logits = None;
+    }
+
+    /// Feeds prompt tokens as one logical call (chunked by `n_batch`); returns the logits after
+    /// the last one, or `None` if cancelled.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<Option<&[f32]>> {
+        if ids.is_empty() {
+            return Ok(self.last_logits.as_deref());
+        }
+        let start = self.cache.len();
+        if start + ids.len() > self.cache.n_ctx() {
+            return Err(Error::ContextFull { n_ctx: self.cache.n_ctx(), used: start, requested: ids.len() });
+        }
+        let n_keys = start + ids.len();
+        let cancel = self.cancel.clone();
+        let chunks: Vec<&[u32]> = ids.chunks(self.n_batch).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let want = if i + 1 == chunks.len() { Logits::Last } else { Logits::None };
+            match self.model.forward(&mut self.cache, chunk, n_keys, want, &|| cancel.is_cancelled())? {
+                Ok(logits) => {
+                    self.tokens.extend_from_slice(chunk);
+                    if want == Logits::Last {
+                        self.last_logits = Some(logits);
+                    }
+                }
+                Err(_) => {
+                    // Keep the cache consistent with the tokens that made it in.
+                    self.last_logits = None;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(self.last_logits.as_deref())
+    }
+
+    /// Feeds one token; returns the logits that follow it, or `None` if cancelled.
+    pub fn decode(&mut self, id: u32) -> Result<Option<&[f32]>> {
+        self.prefill(&[id])
+    }
+
+    /// Prompt as text: tokenized, then [`Session::generate_ids`], streaming text pieces.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerationStats> {
+        let ids = self.model.tokenizer.encode(prompt)?;
+        let model = self.model.clone();
+        let mut decoder = StreamDecoder::new(&model.tokenizer);
+        let mut stops = StopMatcher::new(&opts.stop);
+        let mut hit_stop = false;
+        let mut stats = self.generate_ids(&ids, opts, &mut |id| {
+            let piece = decoder.push(id).unwrap_or_default();
+            let (out, stop) = stops.push(&piece);
+            if !out.is_empty() {
+                on_text(&out);
+            }
+            hit_stop |= stop;
+            !stop
+        })?;
+        if hit_stop {
+            stats.stop_reason = StopReason::StopString;
+        } else {
+            let tail = stops.finish(&decoder.finish());
+            if !tail.is_empty() {
+                on_text(&tail);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Generates up to `max_tokens` after `prompt` (appended to the conversation so far).
+    /// `on_token` gets each generated id and returns false to stop (e.g. a stop string).
+    pub fn generate_ids(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<GenerationStats> {
+        opts.sampling.validate().map_err(Error::InvalidArgument)?;
+        self.cancel.reset();
+        if prompt.is_empty() && self.last_logits.is_none() {
+            return Err(Error::InvalidArgument("prompt is empty and there is no conversation to continue".into()));
+        }
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            generated_tokens: 0,
+            prompt_time: Duration::ZERO,
+            generation_time: Duration::ZERO,
+            stop_reason: StopReason::MaxTokens,
+        };
+        let t0 = Instant::now();
+        let prefilled = self.prefill(prompt)?.is_some();
+        stats.prompt_time = t0.elapsed();
+        if !prefilled {
+            stats.stop_reason = StopReason::Cancelled;
+            return Ok(stats);
+        }
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let eos = self.model.tokenizer.eos_id();
+        let t1 = Instant::now();
+        let mut logits = self.last_logits.clone().unwrap_or_default();
+        while stats.generated_tokens < opts.max_tokens {
+            if self.cancel.is_cancelled() {
+                stats.stop_reason = StopReason::Cancelled;
+                break;
+            }
+            let id = sampler.sample(&mut logits, &self.tokens);
+            if opts.stop_at_eos && Some(id) == eos {
+                stats.stop_reason = StopReason::EndOfText;
+                break;
+            }
+            stats.generated_tokens += 1;
+            if !on_token(id) {
+                // The stop token is not fed back: the conversation ends before it.
+                stats.stop_reason = StopReason::StopString;
+                break;
+            }
+            if self.cache.len() >= self.cache.n_ctx() {
+                stats.stop_reason = StopReason::ContextFull;
+                break;
+            }
+            // Fed back even after the last token, so the conversation can be continued.
+            match self.decode(id)? {
+                Some(l) => logits.copy_from_slice(l),
+                None => {
+                    stats.stop_reason = StopReason::Cancelled;
+                    break;
+                }
+            }
+        }
+        stats.generation_time = t1.elapsed();
+        Ok(stats)
+    }
+}
+
+/// Streams text while holding back any tail that could be the start of a stop string, so a
+/// stop string is never partly shown to the user.
+struct StopMatcher<'a> {
+    stops: &'a [String],
+    held: String,
+}
+
+impl<'a> StopMatcher<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        StopMatcher { stops, held: String::new() }
+    }
+
+    /// Adds a piece; returns (text safe to emit, whether a stop string was found).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        self.held.push_str(piece);
+        let first_stop = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.held.find(s.as_str())).min();
+        if let Some(at) = first_stop {
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        let keep_from = self
+            .held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
+            .unwrap_or(self.held.len());
+        let out = self.held[..keep_from].to_string();
+        self.held.drain(..keep_from);
+        (out, false)
+    }
+
+    fn finish(&mut self, tail: &str) -> String {
+        let (mut out, stop) = self.push(tail);
+        if !stop {
+            out.push_str(&std::mem::take(&mut self.held));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopMatcher;
+
+    #[test]
+    fn stop_strings_split_across_pieces_are_never_shown() {
+        let stops = vec!["\nUser:".to_string()];
+        let mut m = StopMatcher::new(&stops);
+        let mut shown = String::new();
+        let mut stopped = false;
+        for p in ["Hello", " there", "\nUs", "er:", " more"] {
+            let (out, stop) = m.push(p);
+            shown.push_str(&out);
+            if stop {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped);
+        assert_eq!(shown, "Hello there");
+    }
+
+    #[test]
+    fn held_prefix_is_released_when_it_does_not_complete() {
+        let stops = vec!["STOP".to_string()];
+        let mut m = StopMatcher::new(&stops);
+        assert_eq!(m.push("abc ST"), ("abc ".to_string(), false));
+        assert_eq!(m.push("ILL"), ("STILL".to_string(), false));
+        assert_eq!(m.finish("ST"), "ST");
+    }
+}
