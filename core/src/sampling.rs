@@ -594,7 +594,7 @@ mod tests {
     }
 
     /// The kept set by the pipeline's literal definition: full sort, top-k,
-    /// softmax, top-p, then min-p.
+    /// untempered softmax, top-p, then min-p (temperature only reweights survivors).
     fn reference_kept(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
         let mut c: Vec<(f32, u32)> = logits
             .iter()
@@ -609,7 +609,7 @@ mod tests {
         let max = c[0].0;
         let w: Vec<f32> = c
             .iter()
-            .map(|x| ((x.0 - max) / p.temperature).exp())
+            .map(|x| (x.0 - max).exp())
             .collect();
         let z: f64 = w.iter().map(|&x| f64::from(x)).sum();
         let mut keep = c.len();
