@@ -1,0 +1,161 @@
+//! Corrupted and wrong files must fail at load with their own typed error, never a panic or an
+//! out-of-bounds read.
+
+use pocketlm_core::convert::OutType;
+use pocketlm_core::error::{Error, GgufError};
+use pocketlm_core::gguf::GgufHeader;
+use pocketlm_core::Model;
+use pocketlm_tests::convert_fixture;
+use std::path::Path;
+
+fn base_file(tmp: &Path) -> Vec<u8> {
+    std::fs::read(convert_fixture("tiny", OutType::F32, None, tmp)).unwrap()
+}
+
+/// Byte position of the tensor entry for `name` (just after its name).
+fn tensor_entry(bytes: &[u8], name: &str) -> usize {
+    let mut pat = (name.len() as u64).to_le_bytes().to_vec();
+    pat.extend_from_slice(name.as_bytes());
+    let at = bytes.windows(pat.len()).position(|w| w == pat.as_slice()).expect("tensor entry");
+    at + pat.len()
+}
+
+/// (n_dims position, type position, offset position) inside a tensor entry.
+fn entry_fields(bytes: &[u8], name: &str) -> (usize, usize, usize) {
+    let p = tensor_entry(bytes, name);
+    let n_dims = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as usize;
+    let ty = p + 4 + 8 * n_dims;
+    (p, ty, ty + 4)
+}
+
+fn load_err(tmp: &Path, bytes: &[u8]) -> GgufError {
+    let path = tmp.join("corrupt.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    match Model::load(&path) {
+        Err(Error::Gguf { source, path: p }) => {
+            assert_eq!(p, path, "the error names the file");
+            source
+        }
+        Err(other) => panic!("expected a GGUF error, got {other}"),
+        Ok(_) => panic!("corrupted file loaded"),
+    }
+}
+
+#[test]
+fn each_corruption_has_its_own_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = base_file(tmp.path());
+    let header = GgufHeader::parse(&good).unwrap();
+    let data_offset = header.data_offset as usize;
+    Model::load(tmp.path().join("tiny-F32-None.gguf")).expect("the unmodified file loads");
+
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Mutation, fn(&GgufError) -> bool)> = vec![
+        ("truncated header", Box::new(|b| b.truncate(40)), |e| matches!(e, GgufError::TruncatedHeader { .. })),
+        (
+            "truncated tensor data",
+            Box::new(move |b| b.truncate(data_offset + (b.len() - data_offset) / 2)),
+            |e| matches!(e, GgufError::TruncatedTensorData { .. }),
+        ),
+        (
+            "tensor offset past the end",
+            Box::new(|b| {
+                let (_, _, off) = entry_fields(b, "blk.0.attn_norm.weight");
+                b[off..off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            }),
+            |e| matches!(e, GgufError::TensorOffsetOutOfBounds { tensor, .. } if tensor == "blk.0.attn_norm.weight"),
+        ),
+        ("wrong magic", Box::new(|b| b[..4].copy_from_slice(b"GGML")), |e| matches!(e, GgufError::BadMagic { .. })),
+        (
+            "wrong version",
+            Box::new(|b| b[4..8].copy_from_slice(&7u32.to_le_bytes())),
+            |e| matches!(e, GgufError::UnsupportedVersion(7)),
+        ),
+        (
+            "unknown tensor type",
+            Box::new(|b| {
+                let (_, ty, _) = entry_fields(b, "blk.1.ffn_up.weight");
+                b[ty..ty + 4].copy_from_slice(&99u32.to_le_bytes());
+            }),
+            |e| matches!(e, GgufError::UnknownTensorType { tensor, ty: 99 } if tensor == "blk.1.ffn_up.weight"),
+        ),
+        (
+            "shape disagrees with hyperparameters",
+            Box::new(|b| {
+                let (dims, _, _) = entry_fields(b, "blk.0.attn_qkv.bias");
+                b[dims + 4..dims + 12].copy_from_slice(&191u64.to_le_bytes());
+            }),
+            |e| matches!(e, GgufError::ShapeMismatch { tensor, .. } if tensor == "blk.0.attn_qkv.bias"),
+        ),
+        (
+            "missing tensor",
+            Box::new(|b| {
+                let p = tensor_entry(b, "output_norm.bias");
+                b[p - 4..p].copy_from_slice(b"bixs");
+            }),
+            |e| matches!(e, GgufError::MissingTensor(t) if t == "output_norm.bias"),
+        ),
+        (
+            "wrong architecture",
+            Box::new(|b| {
+                let key = b"general.architecture";
+                let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4 + 8;
+                b[at..at + 4].copy_from_slice(b"gpt2");
+            }),
+            |e| matches!(e, GgufError::WrongArchitecture { found } if found == "gpt2"),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (what, mutate, check) in cases {
+        let mut bytes = good.clone();
+        mutate(&mut bytes);
+        let err = load_err(tmp.path(), &bytes);
+        println!("{what:<38} -> {err}");
+        assert!(check(&err), "{what}: wrong error {err:?}");
+        let variant = format!("{err:?}").split([' ', '(', '{']).next().unwrap().to_string();
+        assert!(!seen.contains(&variant), "{what}: variant {variant} reused");
+        seen.push(variant);
+    }
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_it() {
+    match Model::load("/nonexistent/model.gguf") {
+        Err(Error::Io { path, .. }) => assert_eq!(path, Path::new("/nonexistent/model.gguf")),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("loaded a missing file"),
+    }
+}
+
+/// Every truncation of the header and thousands of random byte changes must give an error or a
+/// valid parse, never a panic (a cheap, deterministic stand-in for the fuzzer in CI).
+#[test]
+fn header_parser_survives_truncation_and_random_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = base_file(tmp.path());
+    let header_len = GgufHeader::parse(&good).unwrap().data_offset as usize;
+    for cut in 0..header_len.min(4096) {
+        assert!(GgufHeader::parse(&good[..cut]).is_err(), "truncated at {cut} parsed");
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Corrupt only the first 64 KiB: the key/type/count fields live there (the token list
+    // follows), and each parse of the full header costs milliseconds.
+    let region = header_len.min(1 << 16);
+    let mut errors = 0;
+    for _ in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() as usize) % region;
+            b[i] = next() as u8;
+        }
+        errors += GgufHeader::parse(&b).is_err() as usize;
+    }
+    println!("{errors} of 3000 corrupted headers rejected, the rest parsed without panicking");
+    assert!(errors > 0);
+}
