@@ -15,7 +15,12 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     let file = GgufFile::open(&a.model)?;
     let hp = HParams::from_gguf(&file.header).map_err(|e| file.err(e))?;
     let h = &file.header;
-    println!("file        {} ({:.1} MiB, GGUF v{})", a.model.display(), file.file_size() as f64 / (1 << 20) as f64, h.version);
+    println!(
+        "file        {} ({:.1} MiB, GGUF v{})",
+        a.model.display(),
+        file.file_size() as f64 / (1 << 20) as f64,
+        h.version
+    );
     println!("name        {}", hp.name);
     println!("layers      {}", hp.n_layer);
     println!("n_embd      {}  ({} heads of {})", hp.n_embd, hp.n_head, hp.head_dim());

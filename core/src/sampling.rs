@@ -67,14 +67,7 @@ impl SamplingParams {
     /// Pure argmax with no penalty, for tests and evaluations that must not
     /// depend on the rng; the seed is left at its default since it goes unused.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, ..Self::default() }
     }
 
     /// Rejects values that would otherwise be silently reinterpreted by
@@ -82,28 +75,16 @@ impl SamplingParams {
     /// typo in a config surfaces as an error naming the field.
     pub fn validate(&self) -> Result<(), String> {
         if !self.temperature.is_finite() {
-            return Err(format!(
-                "temperature must be finite (<= 0 means greedy), got {}",
-                self.temperature
-            ));
+            return Err(format!("temperature must be finite (<= 0 means greedy), got {}", self.temperature));
         }
         if self.top_p.is_nan() || self.top_p <= 0.0 || self.top_p > 1.0 {
-            return Err(format!(
-                "top_p must be in (0, 1] (1 disables it), got {}",
-                self.top_p
-            ));
+            return Err(format!("top_p must be in (0, 1] (1 disables it), got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(format!(
-                "min_p must be in [0, 1] (0 disables it), got {}",
-                self.min_p
-            ));
+            return Err(format!("min_p must be in [0, 1] (0 disables it), got {}", self.min_p));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return Err(format!(
-                "repeat_penalty must be finite and > 0 (1 disables it), got {}",
-                self.repeat_penalty
-            ));
+            return Err(format!("repeat_penalty must be finite and > 0 (1 disables it), got {}", self.repeat_penalty));
         }
         Ok(())
     }
@@ -151,12 +132,7 @@ impl Sampler {
     /// documented behaviour instead of panicking (call `validate` to reject them).
     pub fn new(params: SamplingParams) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Self {
-            params,
-            rng,
-            candidates: Vec::new(),
-            window: Vec::new(),
-        }
+        Self { params, rng, candidates: Vec::new(), window: Vec::new() }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -338,15 +314,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            seed: 42,
-        }
+        SamplingParams { temperature, top_k, top_p, min_p, repeat_penalty: 1.0, repeat_last_n: 64, seed: 42 }
     }
 
     fn frequencies(s: &mut Sampler, logits: &[f32], draws: usize) -> Vec<f64> {
@@ -368,9 +336,7 @@ mod tests {
     }
 
     fn random_logits(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| (rng.random::<f32>() - 0.5) * 2.0 * scale)
-            .collect()
+        (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * scale).collect()
     }
 
     #[test]
@@ -536,10 +502,7 @@ mod tests {
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {
-        let mut s = Sampler::new(SamplingParams {
-            repeat_penalty: 2.0,
-            ..SamplingParams::greedy()
-        });
+        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() });
         let mut logits = [2.0f32, -2.0, 1.9, 0.5, 0.0];
         // id 0 three times, id 1 once, id 4 (zero logit) once, 99 is out of vocab.
         let id = s.sample(&mut logits, &[0, 1, 0, 99, 0, 4]);
@@ -548,22 +511,15 @@ mod tests {
         assert_eq!(id, 2);
 
         // Only the last `repeat_last_n` tokens count.
-        let mut s = Sampler::new(SamplingParams {
-            repeat_penalty: 2.0,
-            repeat_last_n: 2,
-            ..SamplingParams::greedy()
-        });
+        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, repeat_last_n: 2, ..SamplingParams::greedy() });
         let mut logits = [2.0f32, -2.0, 1.9, 0.5];
         s.sample(&mut logits, &[0, 0, 1, 3]);
         assert_eq!(logits, [2.0, -4.0, 1.9, 0.25]);
 
         // Disabled by repeat_last_n 0 or penalty 1.
         for (pen, n) in [(2.0, 0), (1.0, 64)] {
-            let mut s = Sampler::new(SamplingParams {
-                repeat_penalty: pen,
-                repeat_last_n: n,
-                ..SamplingParams::greedy()
-            });
+            let mut s =
+                Sampler::new(SamplingParams { repeat_penalty: pen, repeat_last_n: n, ..SamplingParams::greedy() });
             let mut logits = [2.0f32, -2.0, 1.9];
             assert_eq!(s.sample(&mut logits, &[0, 1]), 0);
             assert_eq!(logits, [2.0, -2.0, 1.9]);
@@ -607,10 +563,7 @@ mod tests {
             c.truncate(p.top_k);
         }
         let max = c[0].0;
-        let w: Vec<f32> = c
-            .iter()
-            .map(|x| (x.0 - max).exp())
-            .collect();
+        let w: Vec<f32> = c.iter().map(|x| (x.0 - max).exp()).collect();
         let z: f64 = w.iter().map(|&x| f64::from(x)).sum();
         let mut keep = c.len();
         if p.top_p < 1.0 {
@@ -623,10 +576,7 @@ mod tests {
                 }
             }
         }
-        let mut ids: Vec<u32> = (0..keep)
-            .filter(|&i| w[i] >= p.min_p * w[0])
-            .map(|i| c[i].1)
-            .collect();
+        let mut ids: Vec<u32> = (0..keep).filter(|&i| w[i] >= p.min_p * w[0]).map(|i| c[i].1).collect();
         ids.sort_unstable();
         ids
     }
@@ -671,11 +621,7 @@ mod tests {
     #[test]
     fn scratch_buffers_are_reused_across_tokens() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let mut s = Sampler::new(SamplingParams {
-            top_k: 0,
-            repeat_penalty: 1.1,
-            ..SamplingParams::default()
-        });
+        let mut s = Sampler::new(SamplingParams { top_k: 0, repeat_penalty: 1.1, ..SamplingParams::default() });
         let history: Vec<u32> = (0..200).map(|i| i * 7).collect();
         let base = random_logits(&mut rng, 50257, 5.0);
         let mut logits = base.clone();

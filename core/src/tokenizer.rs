@@ -63,9 +63,7 @@ pub enum TokenizerError {
     Invalid(String),
     #[error("failed to encode text: {0}")]
     Encode(String),
-    #[error(
-        "token id {0} is outside the vocabulary (were the ids produced with another model's tokenizer?)"
-    )]
+    #[error("token id {0} is outside the vocabulary (were the ids produced with another model's tokenizer?)")]
     UnknownId(u32),
 }
 
@@ -81,9 +79,7 @@ impl TokenizerSpec {
     /// producing a GGUF whose ids silently differ from the model's training.
     pub fn from_hf_json(json: &str) -> Result<TokenizerSpec, TokenizerError> {
         let root: Value = serde_json::from_str(json)?;
-        let root = root
-            .as_object()
-            .ok_or_else(|| invalid("tokenizer.json: top level is not a JSON object"))?;
+        let root = root.as_object().ok_or_else(|| invalid("tokenizer.json: top level is not a JSON object"))?;
         let model = root
             .get("model")
             .and_then(Value::as_object)
@@ -105,26 +101,19 @@ impl TokenizerSpec {
         let capacity = vocab.len() + added.len();
         let mut slots: Vec<Option<(String, i32)>> = vec![None; capacity];
         for (token, id) in vocab {
-            let id = json_id(id)
-                .ok_or_else(|| invalid(format!("model.vocab[{token:?}] is not a valid id")))?;
+            let id = json_id(id).ok_or_else(|| invalid(format!("model.vocab[{token:?}] is not a valid id")))?;
             let slot = slots.get_mut(id).ok_or_else(|| {
                 invalid(format!(
                     "token ids are not dense 0..n: {token:?} has id {id} but there are only {capacity} tokens"
                 ))
             })?;
             if let Some((other, _)) = slot {
-                return Err(invalid(format!(
-                    "id {id} is used by both {other:?} and {token:?} in model.vocab"
-                )));
+                return Err(invalid(format!("id {id} is used by both {other:?} and {token:?} in model.vocab")));
             }
             *slot = Some((token.clone(), token_type::NORMAL));
         }
         for tok in &added {
-            let kind = if tok.special {
-                token_type::CONTROL
-            } else {
-                token_type::USER_DEFINED
-            };
+            let kind = if tok.special { token_type::CONTROL } else { token_type::USER_DEFINED };
             let slot = slots.get_mut(tok.id).ok_or_else(|| {
                 invalid(format!(
                     "token ids are not dense 0..n: added token {:?} has id {} but there are only {capacity} tokens",
@@ -143,10 +132,7 @@ impl TokenizerSpec {
             }
         }
 
-        let n = slots
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(slots.len());
+        let n = slots.iter().position(Option::is_none).unwrap_or(slots.len());
         if let Some(extra) = slots[n..].iter().flatten().next() {
             return Err(invalid(format!(
                 "token ids are not dense 0..n: id {n} is missing but {:?} has a higher id",
@@ -158,10 +144,7 @@ impl TokenizerSpec {
             return Err(invalid("model.vocab is empty"));
         }
 
-        let endoftext = tokens
-            .iter()
-            .position(|t| t == ENDOFTEXT)
-            .and_then(|i| u32::try_from(i).ok());
+        let endoftext = tokens.iter().position(|t| t == ENDOFTEXT).and_then(|i| u32::try_from(i).ok());
         Ok(TokenizerSpec {
             model: "gpt2".to_string(),
             tokens,
@@ -174,16 +157,11 @@ impl TokenizerSpec {
 }
 
 fn json_id(v: &Value) -> Option<usize> {
-    v.as_u64()
-        .and_then(|id| u32::try_from(id).ok())
-        .map(|id| id as usize)
+    v.as_u64().and_then(|id| u32::try_from(id).ok()).map(|id| id as usize)
 }
 
 fn type_name(v: &Value) -> String {
-    v.get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("<untyped>")
-        .to_string()
+    v.get("type").and_then(Value::as_str).unwrap_or("<untyped>").to_string()
 }
 
 fn check_model_is_gpt2_bpe(model: &Map<String, Value>) -> Result<(), TokenizerError> {
@@ -193,23 +171,15 @@ fn check_model_is_gpt2_bpe(model: &Map<String, Value>) -> Result<(), TokenizerEr
         Some(_) => return Err(invalid("model.type is not a string")),
         // Files from old `tokenizers` versions omit the tag; vocab + merges can only be BPE.
         None if model.contains_key("vocab") && model.contains_key("merges") => {}
-        None => {
-            return Err(invalid(
-                "model has no \"type\" and is not recognisable as BPE (needs vocab and merges)",
-            ))
-        }
+        None => return Err(invalid("model has no \"type\" and is not recognisable as BPE (needs vocab and merges)")),
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
-        return Err(TokenizerError::UnsupportedModel(
-            "BPE with byte_fallback (SentencePiece-style)".into(),
-        ));
+        return Err(TokenizerError::UnsupportedModel("BPE with byte_fallback (SentencePiece-style)".into()));
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if let Some(s) = model.get(key).and_then(Value::as_str) {
             if !s.is_empty() {
-                return Err(TokenizerError::UnsupportedModel(format!(
-                    "BPE with {key} {s:?}"
-                )));
+                return Err(TokenizerError::UnsupportedModel(format!("BPE with {key} {s:?}")));
             }
         }
     }
@@ -229,9 +199,7 @@ fn check_normalizer(normalizer: Option<&Value>) -> Result<(), TokenizerError> {
 fn check_pre_tokenizer(pre: Option<&Value>) -> Result<(), TokenizerError> {
     let pre = match pre {
         None | Some(Value::Null) => {
-            return Err(TokenizerError::UnsupportedModel(
-                "BPE without a ByteLevel pre-tokenizer".into(),
-            ))
+            return Err(TokenizerError::UnsupportedModel("BPE without a ByteLevel pre-tokenizer".into()))
         }
         Some(p) => p,
     };
@@ -255,9 +223,7 @@ fn check_pre_tokenizer(pre: Option<&Value>) -> Result<(), TokenizerError> {
 }
 
 fn parse_hf_merges(merges: Option<&Value>) -> Result<Vec<String>, TokenizerError> {
-    let merges = merges
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("model.merges is missing or not an array"))?;
+    let merges = merges.and_then(Value::as_array).ok_or_else(|| invalid("model.merges is missing or not an array"))?;
     merges
         .iter()
         .enumerate()
@@ -311,11 +277,7 @@ fn parse_hf_added_tokens(added: Option<&Value>) -> Result<Vec<HfAddedToken>, Tok
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(format!("added_tokens[{i}] has no \"content\" string")))?;
             let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
-            Ok(HfAddedToken {
-                id,
-                content: content.to_string(),
-                special,
-            })
+            Ok(HfAddedToken { id, content: content.to_string(), special })
         })
         .collect()
 }
@@ -359,10 +321,7 @@ fn byte_to_char(b: u8) -> char {
 
 /// Raw bytes of a byte-level token string; `None` if some char is not a byte symbol.
 fn byte_level_decode(token: &str, table: &[Option<u8>]) -> Option<Vec<u8>> {
-    token
-        .chars()
-        .map(|c| table.get(c as usize).copied().flatten())
-        .collect()
+    token.chars().map(|c| table.get(c as usize).copied().flatten()).collect()
 }
 
 /// GPT-2 byte-level BPE tokenizer built from a [`TokenizerSpec`].
@@ -416,18 +375,14 @@ impl Tokenizer {
                 spec.token_types.len()
             )));
         };
-        if let Some((id, ty)) = types
-            .iter()
-            .enumerate()
-            .find(|(_, ty)| !(token_type::UNDEFINED..=token_type::BYTE).contains(*ty))
+        if let Some((id, ty)) =
+            types.iter().enumerate().find(|(_, ty)| !(token_type::UNDEFINED..=token_type::BYTE).contains(*ty))
         {
             return Err(invalid(format!("token {id} has unknown token type {ty}")));
         }
         for (name, id) in [("bos", spec.bos_id), ("eos", spec.eos_id)] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
-                return Err(invalid(format!(
-                    "{name} id {id} is outside the vocabulary of {n} tokens"
-                )));
+                return Err(invalid(format!("{name} id {id} is outside the vocabulary of {n} tokens")));
             }
         }
 
@@ -436,9 +391,7 @@ impl Tokenizer {
             vocab.entry(token.clone()).or_insert(id);
         }
         // Without every byte symbol, BPE silently drops the characters it cannot spell.
-        if let Some(b) =
-            (0..=255u8).find(|&b| !vocab.contains_key(byte_to_char(b).to_string().as_str()))
-        {
+        if let Some(b) = (0..=255u8).find(|&b| !vocab.contains_key(byte_to_char(b).to_string().as_str())) {
             return Err(invalid(format!(
                 "the vocabulary lacks the byte-level symbol {:?} for byte 0x{b:02X}, so some text could not be encoded",
                 byte_to_char(b)
@@ -478,12 +431,8 @@ impl Tokenizer {
             }
             added.push((id, token));
         }
-        inner
-            .add_special_tokens(control)
-            .map_err(|e| invalid(format!("registering control tokens failed: {e}")))?;
-        inner
-            .add_tokens(user)
-            .map_err(|e| invalid(format!("registering user-defined tokens failed: {e}")))?;
+        inner.add_special_tokens(control).map_err(|e| invalid(format!("registering control tokens failed: {e}")))?;
+        inner.add_tokens(user).map_err(|e| invalid(format!("registering user-defined tokens failed: {e}")))?;
         for (id, token) in added {
             match inner.token_to_id(token) {
                 Some(got) if got == id => {}
@@ -501,10 +450,7 @@ impl Tokenizer {
         offsets.push(0);
         for (token, &ty) in spec.tokens.iter().zip(&types) {
             let verbatim = matches!(ty, token_type::CONTROL | token_type::USER_DEFINED);
-            match (!verbatim)
-                .then(|| byte_level_decode(token, &table))
-                .flatten()
-            {
+            match (!verbatim).then(|| byte_level_decode(token, &table)).flatten() {
                 Some(b) => bytes.extend_from_slice(&b),
                 // Same fallback as the `tokenizers` ByteLevel decoder: text that is not byte-level.
                 None => bytes.extend_from_slice(token.as_bytes()),
@@ -512,23 +458,13 @@ impl Tokenizer {
             offsets.push(bytes.len());
         }
 
-        Ok(Tokenizer {
-            inner,
-            bytes,
-            offsets,
-            types,
-            bos_id: spec.bos_id,
-            eos_id: spec.eos_id,
-        })
+        Ok(Tokenizer { inner, bytes, offsets, types, bos_id: spec.bos_id, eos_id: spec.eos_id })
     }
 
     /// Encodes text as-is: no BOS/EOS is added (the caller decides, as BTLM prompts differ), and
     /// control-token text such as `<|endoftext|>` becomes its single id.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let encoding = self.inner.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -594,10 +530,7 @@ pub struct StreamDecoder<'a> {
 
 impl<'a> StreamDecoder<'a> {
     pub fn new(tok: &'a Tokenizer) -> Self {
-        StreamDecoder {
-            tok,
-            pending: Vec::new(),
-        }
+        StreamDecoder { tok, pending: Vec::new() }
     }
 
     /// Adds one id and returns the text it completes; `""` while a character is still partial.
@@ -700,10 +633,7 @@ mod tests {
         assert_eq!(tok.token_bytes(258).unwrap(), b" the");
         assert_eq!(tok.token_bytes(259).unwrap(), ENDOFTEXT.as_bytes());
         assert_eq!(tok.token_bytes(260), None);
-        assert!(matches!(
-            tok.decode(&[1, 260]),
-            Err(TokenizerError::UnknownId(260))
-        ));
+        assert!(matches!(tok.decode(&[1, 260]), Err(TokenizerError::UnknownId(260))));
         assert_eq!(tok.encode("").unwrap(), Vec::<u32>::new());
     }
 
@@ -727,13 +657,11 @@ mod tests {
     #[test]
     fn stream_matches_decode_on_byte_soup() {
         let tok = Tokenizer::from_spec(&tiny_spec()).unwrap();
-        let ids: Vec<u32> = [
-            0xE2u8, 0x82, 0xAC, 0xC3, b'z', 0xF0, 0x9F, 0xA4, 0x96, 0x80, 0xF0,
-        ]
-        .iter()
-        .map(|&b| id_of_byte(b))
-        .chain([258, 259])
-        .collect();
+        let ids: Vec<u32> = [0xE2u8, 0x82, 0xAC, 0xC3, b'z', 0xF0, 0x9F, 0xA4, 0x96, 0x80, 0xF0]
+            .iter()
+            .map(|&b| id_of_byte(b))
+            .chain([258, 259])
+            .collect();
         let mut dec = StreamDecoder::new(&tok);
         let mut streamed = String::new();
         for &id in &ids {
@@ -753,10 +681,7 @@ mod tests {
 
         let mut spec = tiny_spec();
         spec.merges.push("Ġthe x".into());
-        assert!(matches!(
-            Tokenizer::from_spec(&spec),
-            Err(TokenizerError::Invalid(_))
-        ));
+        assert!(matches!(Tokenizer::from_spec(&spec), Err(TokenizerError::Invalid(_))));
 
         let mut spec = tiny_spec();
         spec.merges.push("nospace".into());
@@ -779,11 +704,8 @@ mod tests {
     #[test]
     fn hf_json_accepts_both_merge_forms_and_added_tokens() {
         let spec = tiny_spec();
-        let vocab: serde_json::Map<String, Value> = spec.tokens[..259]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), Value::from(i)))
-            .collect();
+        let vocab: serde_json::Map<String, Value> =
+            spec.tokens[..259].iter().enumerate().map(|(i, t)| (t.clone(), Value::from(i))).collect();
         let json = |merges: Value| {
             serde_json::json!({
                 "added_tokens": [{"id": 259, "content": ENDOFTEXT, "special": true},
@@ -794,14 +716,9 @@ mod tests {
             })
             .to_string()
         };
-        let strings =
-            TokenizerSpec::from_hf_json(&json(serde_json::json!(["Ġ t", "h e", "Ġt he"]))).unwrap();
-        let arrays = TokenizerSpec::from_hf_json(&json(serde_json::json!([
-            ["Ġ", "t"],
-            ["h", "e"],
-            ["Ġt", "he"]
-        ])))
-        .unwrap();
+        let strings = TokenizerSpec::from_hf_json(&json(serde_json::json!(["Ġ t", "h e", "Ġt he"]))).unwrap();
+        let arrays =
+            TokenizerSpec::from_hf_json(&json(serde_json::json!([["Ġ", "t"], ["h", "e"], ["Ġt", "he"]]))).unwrap();
         assert_eq!(strings, arrays);
         assert_eq!(strings.merges, spec.merges);
         assert_eq!(strings.tokens.len(), 261);
@@ -820,19 +737,13 @@ mod tests {
 
     #[test]
     fn hf_json_rejects_non_gpt2() {
-        assert!(matches!(
-            TokenizerSpec::from_hf_json("{not json"),
-            Err(TokenizerError::Json(_))
-        ));
+        assert!(matches!(TokenizerSpec::from_hf_json("{not json"), Err(TokenizerError::Json(_))));
         assert!(TokenizerSpec::from_hf_json("[]").is_err());
         let wp = r#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#;
         let err = TokenizerSpec::from_hf_json(wp).unwrap_err();
         assert!(matches!(&err, TokenizerError::UnsupportedModel(m) if m == "WordPiece"));
         let prefix = r#"{"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": true},
                          "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}"#;
-        assert!(matches!(
-            TokenizerSpec::from_hf_json(prefix),
-            Err(TokenizerError::UnsupportedModel(_))
-        ));
+        assert!(matches!(TokenizerSpec::from_hf_json(prefix), Err(TokenizerError::UnsupportedModel(_))));
     }
 }

@@ -4,11 +4,24 @@
 use pocketlm_core::convert::{convert, ConvertOptions, OutType};
 use std::path::{Path, PathBuf};
 
-/// The golden fixture set: `POCKETLM_FIXTURES` if set, else ../shared/fixtures/btlm.
+/// The workplace's shared folder (fixtures, tokenizer, text): `POCKETLM_SHARED` if set, else
+/// the first `shared/` beside an ancestor of this crate (../shared from the repository root).
+pub fn shared_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("POCKETLM_SHARED") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared"))
+        .find(|s| s.join("fixtures").is_dir())
+        .unwrap_or_else(|| {
+            panic!("no shared/fixtures beside any parent of {}; set POCKETLM_SHARED", env!("CARGO_MANIFEST_DIR"))
+        })
+}
+
+/// The golden fixture set: `POCKETLM_FIXTURES` if set, else shared/fixtures/btlm.
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("POCKETLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/btlm"))
+    std::env::var_os("POCKETLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("fixtures/btlm"))
 }
 
 /// Every fixture folder (one with a config.json), sorted by name.
@@ -25,11 +38,13 @@ pub fn fixture_names() -> Vec<String> {
     names
 }
 
+/// GPT-2 tokenizer folder: `POCKETLM_TOKENIZER_DIR` if set, else shared/tokenizer/gpt2.
+pub fn tokenizer_dir() -> PathBuf {
+    std::env::var_os("POCKETLM_TOKENIZER_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("tokenizer/gpt2"))
+}
+
 pub fn tokenizer_json() -> PathBuf {
-    std::env::var_os("POCKETLM_TOKENIZER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tokenizer/gpt2"))
-        .join("tokenizer.json")
+    tokenizer_dir().join("tokenizer.json")
 }
 
 /// Converts fixture `name` to a GGUF of the given type inside `tmp`.
@@ -63,7 +78,8 @@ pub fn read_npy(path: &Path) -> Npy {
     assert!(header.contains("'fortran_order': False"), "{}: Fortran order", path.display());
     let descr = header.split("'descr': '").nth(1).and_then(|s| s.split('\'').next()).expect("descr");
     let shape_s = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).expect("shape");
-    let shape: Vec<usize> = shape_s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().expect("dim")).collect();
+    let shape: Vec<usize> =
+        shape_s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().expect("dim")).collect();
     let body = &bytes[hstart + hlen..];
     let data: Vec<f64> = match descr {
         "<f4" => body.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),

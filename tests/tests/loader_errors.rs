@@ -50,13 +50,12 @@ fn each_corruption_has_its_own_error() {
     Model::load(tmp.path().join("tiny-F32-None.gguf")).expect("the unmodified file loads");
 
     type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
-    let cases: Vec<(&str, Mutation, fn(&GgufError) -> bool)> = vec![
+    type Check = fn(&GgufError) -> bool;
+    let cases: Vec<(&str, Mutation, Check)> = vec![
         ("truncated header", Box::new(|b| b.truncate(40)), |e| matches!(e, GgufError::TruncatedHeader { .. })),
-        (
-            "truncated tensor data",
-            Box::new(move |b| b.truncate(data_offset + (b.len() - data_offset) / 2)),
-            |e| matches!(e, GgufError::TruncatedTensorData { .. }),
-        ),
+        ("truncated tensor data", Box::new(move |b| b.truncate(data_offset + (b.len() - data_offset) / 2)), |e| {
+            matches!(e, GgufError::TruncatedTensorData { .. })
+        }),
         (
             "tensor offset past the end",
             Box::new(|b| {
@@ -66,11 +65,9 @@ fn each_corruption_has_its_own_error() {
             |e| matches!(e, GgufError::TensorOffsetOutOfBounds { tensor, .. } if tensor == "blk.0.attn_norm.weight"),
         ),
         ("wrong magic", Box::new(|b| b[..4].copy_from_slice(b"GGML")), |e| matches!(e, GgufError::BadMagic { .. })),
-        (
-            "wrong version",
-            Box::new(|b| b[4..8].copy_from_slice(&7u32.to_le_bytes())),
-            |e| matches!(e, GgufError::UnsupportedVersion(7)),
-        ),
+        ("wrong version", Box::new(|b| b[4..8].copy_from_slice(&7u32.to_le_bytes())), |e| {
+            matches!(e, GgufError::UnsupportedVersion(7))
+        }),
         (
             "unknown tensor type",
             Box::new(|b| {

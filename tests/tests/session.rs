@@ -108,7 +108,10 @@ fn context_limits_and_memory_budget() {
     let stats = s.generate_ids(&g.input_ids, &greedy(100), &mut |_| true).unwrap();
     assert_eq!(stats.stop_reason, StopReason::ContextFull);
     assert_eq!(stats.generated_tokens, 4);
-    assert!(matches!(s.prefill(&[model.hparams.n_vocab as u32]), Err(Error::ContextFull { .. }) | Err(Error::TokenOutOfRange { .. })));
+    assert!(matches!(
+        s.prefill(&[model.hparams.n_vocab as u32]),
+        Err(Error::ContextFull { .. }) | Err(Error::TokenOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -117,7 +120,8 @@ fn text_generation_streams_whole_text_and_honours_stop_strings() {
     let model = load("tiny", tmp.path());
     let g = golden("tiny");
     let prompt = model.tokenizer.decode(&g.input_ids).unwrap();
-    let mut s = Session::new(model.clone(), &SessionOptions { n_ctx: 256, kv_type: KvType::F32, ..Default::default() }).unwrap();
+    let mut s = Session::new(model.clone(), &SessionOptions { n_ctx: 256, kv_type: KvType::F32, ..Default::default() })
+        .unwrap();
     let mut text = String::new();
     let stats = s.generate(&prompt, &greedy(16), &mut |p| text.push_str(p)).unwrap();
     // The random-weight model's text, re-encoded, may not round-trip the prompt's ids, so

@@ -1,15 +1,12 @@
 //! Checks the GPT-2 tokenizer against 673 text -> ids vectors from an independent encoder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pocketlm_core::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
-    match std::env::var_os("POCKETLM_TOKENIZER_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tokenizer/gpt2"),
-    }
+    pocketlm_tests::tokenizer_dir()
 }
 
 fn read(name: &str) -> String {
@@ -33,11 +30,7 @@ fn gpt2() -> Tokenizer {
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| u32::try_from(x.as_u64().unwrap()).unwrap()).collect()
 }
 
 #[test]
@@ -51,22 +44,11 @@ fn matches_all_test_vectors() {
     // (hf_ids) are the correct ones.
     let mut cases: Vec<(String, Vec<u32>, &str)> = Vec::new();
     for c in vectors["cases"].as_array().unwrap() {
-        cases.push((
-            c["text"].as_str().unwrap().to_string(),
-            ids_of(&c["ids"]),
-            "cases",
-        ));
+        cases.push((c["text"].as_str().unwrap().to_string(), ids_of(&c["ids"]), "cases"));
     }
     assert_eq!(cases.len(), 673);
-    for c in vectors["js_whitespace_divergence"]["cases"]
-        .as_array()
-        .unwrap()
-    {
-        cases.push((
-            c["text"].as_str().unwrap().to_string(),
-            ids_of(&c["hf_ids"]),
-            "js_whitespace_divergence",
-        ));
+    for c in vectors["js_whitespace_divergence"]["cases"].as_array().unwrap() {
+        cases.push((c["text"].as_str().unwrap().to_string(), ids_of(&c["hf_ids"]), "js_whitespace_divergence"));
     }
     assert_eq!(cases.len(), 685);
 
@@ -74,23 +56,15 @@ fn matches_all_test_vectors() {
     for (i, (text, ids, group)) in cases.iter().enumerate() {
         let got = tok.encode(text).unwrap();
         if &got != ids {
-            failures.push(format!(
-                "#{i} ({group}) encode {text:?}\n  want {ids:?}\n  got  {got:?}"
-            ));
+            failures.push(format!("#{i} ({group}) encode {text:?}\n  want {ids:?}\n  got  {got:?}"));
         }
         let back = tok.decode(ids).unwrap();
         if &back != text {
-            failures.push(format!(
-                "#{i} ({group}) decode: want {text:?}, got {back:?}"
-            ));
+            failures.push(format!("#{i} ({group}) decode: want {text:?}, got {back:?}"));
         }
     }
     if !failures.is_empty() {
-        eprintln!(
-            "{} failures of {} cases; first ones:",
-            failures.len(),
-            cases.len()
-        );
+        eprintln!("{} failures of {} cases; first ones:", failures.len(), cases.len());
         for f in failures.iter().take(5) {
             eprintln!("{f}");
         }
@@ -102,10 +76,7 @@ fn matches_all_test_vectors() {
 fn endoftext_is_one_control_token() {
     let tok = gpt2();
     assert_eq!(tok.encode("<|endoftext|>").unwrap(), vec![50256]);
-    assert_eq!(
-        tok.encode("Hi<|endoftext|>there").unwrap(),
-        vec![17250, 50256, 8117]
-    );
+    assert_eq!(tok.encode("Hi<|endoftext|>there").unwrap(), vec![17250, 50256, 8117]);
     assert!(tok.is_control(50256));
     assert!(!tok.is_control(464));
     assert_eq!(tok.token_bytes(50256).unwrap(), b"<|endoftext|>");
@@ -118,17 +89,11 @@ fn endoftext_is_one_control_token() {
 #[test]
 fn stream_decoder_holds_split_characters() {
     let tok = gpt2();
-    for text in [
-        "héllo 🤖 日本語",
-        "🍕🎉 emoji 👩‍👩‍👧",
-        "中文字符測試，寿司。",
-        "naïve café 🦀 Ωμέγα ✓",
-    ] {
+    for text in ["héllo 🤖 日本語", "🍕🎉 emoji 👩‍👩‍👧", "中文字符測試，寿司。", "naïve café 🦀 Ωμέγα ✓"]
+    {
         let ids = tok.encode(text).unwrap();
         // At least one token of these texts must be a fragment of a character.
-        let split = ids
-            .iter()
-            .any(|&id| std::str::from_utf8(&tok.token_bytes(id).unwrap()).is_err());
+        let split = ids.iter().any(|&id| std::str::from_utf8(&tok.token_bytes(id).unwrap()).is_err());
         assert!(split, "{text:?} has no split character in {ids:?}");
 
         let mut dec = StreamDecoder::new(&tok);
@@ -136,10 +101,7 @@ fn stream_decoder_holds_split_characters() {
         let mut held = 0;
         for &id in &ids {
             let piece = dec.push(id).unwrap();
-            assert!(
-                !piece.contains('\u{FFFD}'),
-                "{text:?}: piece {piece:?} has U+FFFD"
-            );
+            assert!(!piece.contains('\u{FFFD}'), "{text:?}: piece {piece:?} has U+FFFD");
             if piece.is_empty() {
                 held += 1;
             }
@@ -155,9 +117,7 @@ fn stream_decoder_holds_split_characters() {
 fn stream_decoder_replaces_invalid_bytes() {
     let tok = gpt2();
     // A token that is just the lead byte of a 4-byte character, found by its bytes.
-    let lead = (0..50256u32)
-        .find(|&id| tok.token_bytes(id).unwrap() == [0xF0])
-        .unwrap();
+    let lead = (0..50256u32).find(|&id| tok.token_bytes(id).unwrap() == [0xF0]).unwrap();
     let ascii = tok.encode("x").unwrap()[0];
     let mut dec = StreamDecoder::new(&tok);
     assert_eq!(dec.push(lead).unwrap(), "");
@@ -175,10 +135,7 @@ fn out_of_range_id_is_an_error() {
     assert!(tok.decode(&[u32::MAX]).is_err());
     assert!(tok.token_bytes(50257).is_none());
     let mut dec = StreamDecoder::new(&tok);
-    assert!(matches!(
-        dec.push(60000),
-        Err(TokenizerError::UnknownId(60000))
-    ));
+    assert!(matches!(dec.push(60000), Err(TokenizerError::UnknownId(60000))));
 }
 
 #[test]

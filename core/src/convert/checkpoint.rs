@@ -35,7 +35,9 @@ impl Checkpoint {
                 .ok_or_else(|| st_err(&index_path, "no \"weight_map\" object"))?;
             let mut files: Vec<PathBuf> = Vec::new();
             for (name, f) in map {
-                let f = f.as_str().ok_or_else(|| st_err(&index_path, format!("weight_map[{name:?}] is not a file name")))?;
+                let f = f
+                    .as_str()
+                    .ok_or_else(|| st_err(&index_path, format!("weight_map[{name:?}] is not a file name")))?;
                 if f.contains('/') || f.contains('\\') || f.starts_with('.') {
                     return Err(st_err(&index_path, format!("shard name {f:?} must be a plain file name")));
                 }

@@ -56,8 +56,7 @@ pub struct HfConfig {
 }
 
 pub fn parse_config(json: &str) -> Result<HfConfig, ConvertError> {
-    let root: Value =
-        serde_json::from_str(json).map_err(|e| key_err("config.json", format!("not valid JSON: {e}")))?;
+    let root: Value = serde_json::from_str(json).map_err(|e| key_err("config.json", format!("not valid JSON: {e}")))?;
     let c = root.as_object().ok_or_else(|| key_err("config.json", "not a JSON object"))?;
 
     match c.get("model_type").and_then(Value::as_str) {
@@ -115,7 +114,9 @@ pub fn parse_config(json: &str) -> Result<HfConfig, ConvertError> {
         Some(Value::Object(s)) => {
             match s.get("type").and_then(Value::as_str) {
                 Some("linear") => {}
-                other => return Err(key_err("alibi_scaling.type", format!("only \"linear\" is supported, found {other:?}"))),
+                other => {
+                    return Err(key_err("alibi_scaling.type", format!("only \"linear\" is supported, found {other:?}")))
+                }
             }
             if let Some(k) = s.keys().find(|k| !["type", "factor", "train_seq_len"].contains(&k.as_str())) {
                 return Err(key_err(&format!("alibi_scaling.{k}"), "unknown key"));
@@ -126,7 +127,7 @@ pub fn parse_config(json: &str) -> Result<HfConfig, ConvertError> {
                     _ => return Err(key_err("alibi_scaling.factor", format!("expected a positive number, found {f}"))),
                 },
                 (None, Some(n)) => match n.as_u64() {
-                    Some(n) if n >= 1 && n < (1 << 31) => AlibiScaling::Dynamic { train_seq_len: n as usize },
+                    Some(n) if (1..(1 << 31)).contains(&n) => AlibiScaling::Dynamic { train_seq_len: n as usize },
                     _ => {
                         return Err(key_err(
                             "alibi_scaling.train_seq_len",
@@ -187,7 +188,9 @@ mod tests {
     #[test]
     fn new_and_old_mup_spellings_agree() {
         let new = cfg(r#","mup_embeddings_scale":14.6,"mup_output_alpha":2.22,"mup_width_scale":0.1,"mup_scale_qk_dot_by_d":true"#).unwrap();
-        let old = cfg(r#","embeddings_scale":14.6,"output_logits_scale":0.222,"width_scale":0.1,"scale_qk_dot_by_d":true"#).unwrap();
+        let old =
+            cfg(r#","embeddings_scale":14.6,"output_logits_scale":0.222,"width_scale":0.1,"scale_qk_dot_by_d":true"#)
+                .unwrap();
         assert_eq!(new.hparams.emb_scale, 14.6);
         assert_eq!(new.hparams.out_scale, old.hparams.out_scale);
         assert_eq!(new.hparams.qk_scale, 1.0 / 16.0);
@@ -216,7 +219,10 @@ mod tests {
             (r#","scale_attn_by_inverse_layer_idx":true"#, "scale_attn_by_inverse_layer_idx"),
             (r#","n_head":5"#, "n_head"),
         ] {
-            let json = format!("{}{extra}}}", BASE.replace(r#""n_head":4,"#, if key == "n_head" { "" } else { r#""n_head":4,"# }));
+            let json = format!(
+                "{}{extra}}}",
+                BASE.replace(r#""n_head":4,"#, if key == "n_head" { "" } else { r#""n_head":4,"# })
+            );
             let e = parse_config(&json).unwrap_err();
             assert!(e.to_string().contains(key), "{extra}: {e}");
         }

@@ -86,7 +86,9 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
     let cfg_path = dir.join("config.json");
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let cfg = parse_config(&cfg_text).map_err(|e| match e {
-        ConvertError::ConfigKey { key, why } => ConvertError::Config { path: cfg_path.clone(), why: format!("key {key:?}: {why}") },
+        ConvertError::ConfigKey { key, why } => {
+            ConvertError::Config { path: cfg_path.clone(), why: format!("key {key:?}: {why}") }
+        }
         other => other,
     })?;
     let mut hp = cfg.hparams.clone();
@@ -156,7 +158,9 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         let want = s.hf_shape();
         let found = ckpt.shape(&s.hf_name).ok_or_else(|| ConvertError::MissingTensor(s.hf_name.clone()))?;
         if found != want.as_slice() {
-            return Err(ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into());
+            return Err(
+                ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into()
+            );
         }
     }
 
@@ -214,7 +218,10 @@ fn check_checkpoint_names(ckpt: &Checkpoint, sources: &[Source], prefix: &str) -
     if ckpt.shape("lm_head.weight").is_some() {
         let (head, wte) = (ckpt.read_f32("lm_head.weight")?, ckpt.read_f32(&format!("{prefix}wte.weight"))?);
         if head != wte {
-            return Err(ConvertError::UnknownTensor("lm_head.weight (differs from wte: untied heads are not supported)".into()).into());
+            return Err(ConvertError::UnknownTensor(
+                "lm_head.weight (differs from wte: untied heads are not supported)".into(),
+            )
+            .into());
         }
     }
     Ok(())

@@ -74,10 +74,8 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::InvalidHeader {
-            what: what(),
-            why: "string is not valid UTF-8".into(),
-        })
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| GgufError::InvalidHeader { what: what(), why: "string is not valid UTF-8".into() })
     }
     fn remaining(&self) -> u64 {
         (self.buf.len() - self.pos) as u64
@@ -111,10 +109,7 @@ fn read_value(c: &mut Cursor, ty: u32, key: &str, depth: u32) -> Result<MetaValu
         8 => MetaValue::Str(c.string(&what)?),
         9 => {
             if depth >= MAX_ARRAY_DEPTH {
-                return Err(GgufError::InvalidValue {
-                    key: key.into(),
-                    why: "arrays nested too deeply".into(),
-                });
+                return Err(GgufError::InvalidValue { key: key.into(), why: "arrays nested too deeply".into() });
             }
             let elem_ty = c.u32(&what)?;
             let len = c.u64(&what)?;
@@ -174,7 +169,7 @@ impl GgufHeader {
         let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
-                Some(a) if a.is_power_of_two() && a >= 8 && a <= 1 << 20 => a,
+                Some(a) if a.is_power_of_two() && (8..=1 << 20).contains(&a) => a,
                 _ => {
                     return Err(GgufError::InvalidValue {
                         key: "general.alignment".into(),
@@ -231,7 +226,7 @@ impl GgufHeader {
 
 fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
     let bad = |why: String| GgufError::InvalidShape { tensor: name.into(), shape: dims.to_vec(), why };
-    if dims.iter().any(|&d| d == 0) {
+    if dims.contains(&0) {
         return Err(bad("a dimension is zero".into()));
     }
     let (block_elems, _) = ty.block();

@@ -42,7 +42,9 @@ pub enum AlibiScaling {
     Fixed(f32),
     /// `{"type": "linear", "train_seq_len": n}`: divide by K/n once the call's total key count
     /// K exceeds n, recomputed on every forward call.
-    Dynamic { train_seq_len: usize },
+    Dynamic {
+        train_seq_len: usize,
+    },
 }
 
 impl AlibiScaling {
@@ -123,29 +125,30 @@ impl HParams {
         }
         let alibi_scaling = match h.get(keys::ALIBI_SCALING_TYPE).map(|v| (v, v.as_str())) {
             None | Some((_, Some("none"))) => AlibiScaling::None,
-            Some((_, Some("linear"))) => {
-                match (h.get(keys::ALIBI_SCALING_FACTOR), h.get(keys::ALIBI_TRAIN_SEQ_LEN)) {
-                    (Some(_), None) => {
-                        let f = req_f32(h, keys::ALIBI_SCALING_FACTOR)?;
-                        if !(f > 0.0 && f.is_finite()) {
-                            return Err(invalid(keys::ALIBI_SCALING_FACTOR, format!("{f} is not a positive number")));
-                        }
-                        AlibiScaling::Fixed(f)
+            Some((_, Some("linear"))) => match (h.get(keys::ALIBI_SCALING_FACTOR), h.get(keys::ALIBI_TRAIN_SEQ_LEN)) {
+                (Some(_), None) => {
+                    let f = req_f32(h, keys::ALIBI_SCALING_FACTOR)?;
+                    if !(f > 0.0 && f.is_finite()) {
+                        return Err(invalid(keys::ALIBI_SCALING_FACTOR, format!("{f} is not a positive number")));
                     }
-                    (None, Some(_)) => {
-                        let n = req_usize(h, keys::ALIBI_TRAIN_SEQ_LEN)?;
-                        AlibiScaling::Dynamic { train_seq_len: n }
-                    }
-                    _ => {
-                        return Err(invalid(
-                            keys::ALIBI_SCALING_TYPE,
-                            "linear scaling needs exactly one of scaling_factor and train_seq_len".into(),
-                        ))
-                    }
+                    AlibiScaling::Fixed(f)
                 }
-            }
+                (None, Some(_)) => {
+                    let n = req_usize(h, keys::ALIBI_TRAIN_SEQ_LEN)?;
+                    AlibiScaling::Dynamic { train_seq_len: n }
+                }
+                _ => {
+                    return Err(invalid(
+                        keys::ALIBI_SCALING_TYPE,
+                        "linear scaling needs exactly one of scaling_factor and train_seq_len".into(),
+                    ))
+                }
+            },
             Some((v, Some(other))) => {
-                return Err(invalid(keys::ALIBI_SCALING_TYPE, format!("unknown scaling type {other:?} ({})", v.summary())))
+                return Err(invalid(
+                    keys::ALIBI_SCALING_TYPE,
+                    format!("unknown scaling type {other:?} ({})", v.summary()),
+                ))
             }
             Some((v, None)) => return Err(wrong_type(keys::ALIBI_SCALING_TYPE, "string", v)),
         };

@@ -142,7 +142,10 @@ impl<'a> Loader<'a> {
     fn vector(&mut self, name: &str) -> Result<Vector, GgufError> {
         let t = self.find(name)?;
         if t.ty != GgmlType::F32 {
-            return Err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: format!("{} (vectors must be F32)", t.ty) });
+            return Err(GgufError::UnsupportedTensorType {
+                tensor: name.into(),
+                ty: format!("{} (vectors must be F32)", t.ty),
+            });
         }
         Ok(Vector(self.range(t)))
     }

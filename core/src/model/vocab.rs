@@ -21,9 +21,7 @@ pub fn to_metadata(spec: &TokenizerSpec) -> Vec<(String, MetaValue)> {
         (
             TOKEN_TYPE.to_string(),
             MetaValue::Array(
-                (0..spec.tokens.len())
-                    .map(|i| MetaValue::I32(spec.token_types.get(i).copied().unwrap_or(1)))
-                    .collect(),
+                (0..spec.tokens.len()).map(|i| MetaValue::I32(spec.token_types.get(i).copied().unwrap_or(1))).collect(),
             ),
         ),
     ];

@@ -1,0 +1,100 @@
+//! The `pocketlm` binary end to end on the tiny fixture: convert, info, run --ids.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `POCKETLM_SHARED`, else the first `shared/` beside an ancestor of this crate.
+fn shared() -> PathBuf {
+    if let Some(d) = std::env::var_os("POCKETLM_SHARED") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared"))
+        .find(|s| s.join("fixtures").is_dir())
+        .expect("no shared/fixtures found; set POCKETLM_SHARED")
+}
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("POCKETLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| shared().join("fixtures/btlm"))
+}
+
+fn pocketlm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args).output().expect("run pocketlm")
+}
+
+fn npy_i64(path: &Path) -> Vec<i64> {
+    let b = std::fs::read(path).unwrap();
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    b[10 + hlen..].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn convert_info_and_greedy_run_by_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny.gguf");
+    let tiny = fixtures().join("tiny");
+    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
+    let o = pocketlm(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "f32",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "convert: {}", String::from_utf8_lossy(&o.stderr));
+
+    let o = pocketlm(&["info", out.to_str().unwrap()]);
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(info.contains("blk.1.ffn_gate.weight") && info.contains("n_inner     170"), "{info}");
+
+    let prompt: Vec<String> = npy_i64(&tiny.join("input_ids.npy")).iter().map(|x| x.to_string()).collect();
+    let want: Vec<String> = npy_i64(&tiny.join("greedy_ids.npy")).iter().map(|x| x.to_string()).collect();
+    let o = pocketlm(&[
+        "run",
+        "-m",
+        out.to_str().unwrap(),
+        "--ids",
+        "-p",
+        &prompt.join(","),
+        "-n",
+        "16",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--cache-type",
+        "f32",
+    ]);
+    assert!(o.status.success(), "run: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.join(","));
+    let timing = String::from_utf8_lossy(&o.stderr);
+    assert!(timing.contains("tok/s") && timing.contains("generation: 16 tokens"), "{timing}");
+
+    // Text mode streams something and reports timing.
+    let o = pocketlm(&["run", "-m", out.to_str().unwrap(), "-p", "Hello world", "-n", "8", "--seed", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!o.stdout.is_empty());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bogus = tmp.path().join("bogus.gguf");
+    std::fs::write(&bogus, b"definitely not a model").unwrap();
+    let o = pocketlm(&["run", "-m", bogus.to_str().unwrap(), "-p", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bogus.gguf") && err.contains("not a GGUF file"), "{err}");
+
+    // A folder without config.json: the error names the file.
+    let o = pocketlm(&["convert", tmp.path().to_str().unwrap(), tmp.path().join("x.gguf").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+    assert!(!tmp.path().join("x.gguf").exists() && !tmp.path().join("x.gguf.partial").exists());
+
+    let o = pocketlm(&["run", "-m", bogus.to_str().unwrap(), "--ids", "-p", "1,x"]);
+    assert_eq!(o.status.code(), Some(1));
+}
