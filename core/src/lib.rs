@@ -5,9 +5,11 @@
 pub mod convert;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

@@ -1,0 +1,81 @@
+//! The hot kernels, one module per instruction set behind one table chosen once at runtime
+//! from CPU features: a binary built for x86_64 or aarch64 runs everywhere and uses the best
+//! instructions the CPU has. Kernels see slices and blocks only, never the model.
+
+pub mod generic;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use crate::quant::{BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0};
+use half::f16;
+use std::sync::OnceLock;
+
+/// `out[r * ldo + t] = dot(weight row r, token t)` for `rows` weight rows of `nbw` blocks and
+/// `toks` token rows of `nbx` activation blocks (`nbx` = 32-wide blocks per row).
+pub type GemmFn<B> = fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
+
+/// One instruction set's implementation of every kernel.
+pub struct Kernels {
+    pub isa: &'static str,
+    pub quantize_q8a: fn(&[f32], &mut [BlockQ8A]),
+    pub gemm_q4_0: GemmFn<BlockQ4_0>,
+    pub gemm_q8_0: GemmFn<BlockQ8_0>,
+    pub gemm_q4k: GemmFn<BlockQ4K>,
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub dot_f16: fn(&[f16], &[f32]) -> f32,
+    pub axpy_f32: fn(f32, &[f32], &mut [f32]),
+    pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scalar_gemm_q4_0(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+    generic::gemm(generic::dot_q4_0, w, nbw, x, nbx, r, t, o, ldo)
+}
+#[allow(clippy::too_many_arguments)]
+fn scalar_gemm_q8_0(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+    generic::gemm(generic::dot_q8_0, w, nbw, x, nbx, r, t, o, ldo)
+}
+#[allow(clippy::too_many_arguments)]
+fn scalar_gemm_q4k(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+    generic::gemm(generic::dot_q4k, w, nbw, x, nbx, r, t, o, ldo)
+}
+
+pub static SCALAR: Kernels = Kernels {
+    isa: "scalar",
+    quantize_q8a: generic::quantize_q8a,
+    gemm_q4_0: scalar_gemm_q4_0,
+    gemm_q8_0: scalar_gemm_q8_0,
+    gemm_q4k: scalar_gemm_q4k,
+    dot_f32: generic::dot_f32,
+    dot_f16: generic::dot_f16,
+    axpy_f32: generic::axpy_f32,
+    axpy_f16: generic::axpy_f16,
+};
+
+/// Every kernel set this CPU can run, best last (the scalar reference first).
+pub fn available() -> Vec<&'static Kernels> {
+    let mut v = vec![&SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = x86::avx2() {
+        v.push(k);
+    }
+    v
+}
+
+/// The kernel set used by the engine, chosen once. `POCKETLM_KERNELS=scalar` (or another ISA
+/// name) forces a set, for debugging and for comparing paths on one machine.
+pub fn best() -> &'static Kernels {
+    static BEST: OnceLock<&'static Kernels> = OnceLock::new();
+    BEST.get_or_init(|| {
+        let all = available();
+        if let Ok(want) = std::env::var("POCKETLM_KERNELS") {
+            if let Some(k) = all.iter().find(|k| k.isa == want) {
+                return k;
+            }
+        }
+        all.last().copied().unwrap_or(&SCALAR)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Every SIMD kernel set against the scalar reference, on random data with awkward sizes and
+//! extreme values. The activation quantizer must be bit-exact (integer codes and scales); the
+//! dot products sum the same exact integer block products in another order, so they must agree
+//! to float rounding of the sum: |simd - scalar| <= 1e-5 * Σ|terms| (f32 has 24 bits, sums of
+//! up to 80 blocks x 8 lanes lose far fewer than 7 of them).
+
+use super::*;
+use crate::quant::{QK, QK_K};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn simd_sets() -> Vec<&'static Kernels> {
+    let sets: Vec<_> = available().into_iter().filter(|k| k.isa != "scalar").collect();
+    if sets.is_empty() {
+        println!("NOTICE: no SIMD kernel set on this CPU ({}); only the scalar reference runs", std::env::consts::ARCH);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !sets.iter().any(|k| k.isa == "avx2") {
+        println!("NOTICE: avx2 kernels skipped: this CPU lacks AVX2/FMA/F16C");
+    }
+    sets
+}
+
+fn extreme_f32(rng: &mut ChaCha8Rng) -> f32 {
+    match rng.random_range(0..10) {
+        0 => 0.0,
+        1 => rng.random_range(-1e-30f32..1e-30),
+        2 => rng.random_range(-3e4f32..3e4),
+        _ => rng.random_range(-2.0f32..2.0),
+    }
+}
+
+fn f16_scale(rng: &mut ChaCha8Rng) -> f16 {
+    match rng.random_range(0..8) {
+        0 => f16::from_f32(rng.random_range(-65000.0f32..65000.0)),
+        1 => f16::from_bits(rng.random_range(1u16..0x400)), // subnormal
+        2 => f16::ZERO,
+        _ => f16::from_f32(rng.random_range(-0.1f32..0.1)),
+    }
+}
+
+fn random_acts(rng: &mut ChaCha8Rng, n_blocks: usize) -> Vec<BlockQ8A> {
+    let x: Vec<f32> = (0..n_blocks * QK).map(|_| extreme_f32(rng) * rng.random_range(0.0f32..1.0)).collect();
+    let mut b = vec![BlockQ8A::ZERO; n_blocks];
+    generic::quantize_q8a(&x, &mut b);
+    b
+}
+
+#[test]
+fn quantize_q8a_is_bit_exact() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for k in simd_sets() {
+        for n_blocks in [1, 2, 3, 7, 80, 213] {
+            for _ in 0..20 {
+                let scale = [1e-30f32, 1e-3, 1.0, 1e4, 3e38][rng.random_range(0..5)];
+                let x: Vec<f32> = (0..n_blocks * QK).map(|_| extreme_f32(&mut rng) * scale.min(1e4)).collect();
+                let (mut a, mut b) = (vec![BlockQ8A::ZERO; n_blocks], vec![BlockQ8A::ZERO; n_blocks]);
+                generic::quantize_q8a(&x, &mut a);
+                (k.quantize_q8a)(&x, &mut b);
+                assert_eq!(a, b, "{}: {n_blocks} blocks", k.isa);
+            }
+        }
+    }
+}
+
+fn check_close(isa: &str, what: &str, got: f32, want: f32, mag: f64) {
+    let tol = 1e-5 * mag + 1e-30;
+    assert!(((got - want) as f64).abs() <= tol, "{isa} {what}: {got} vs {want} (magnitude {mag})");
+}
+
+/// Runs a gemm against the scalar one on all (rows, toks) shapes of interest.
+fn check_gemm<B>(
+    name: &str,
+    make_row: &mut dyn FnMut(&mut ChaCha8Rng, usize) -> Vec<B>,
+    blocks_per_row: &[usize],
+    acts_per_block: usize,
+    pick: fn(&Kernels) -> GemmFn<B>,
+    magnitude: &dyn Fn(&[B], &[BlockQ8A]) -> f64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for k in simd_sets() {
+        for &nbw in blocks_per_row {
+            let nbx = nbw * acts_per_block;
+            for (rows, toks) in [(1, 1), (4, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)] {
+                let w: Vec<B> = (0..rows).flat_map(|_| make_row(&mut rng, nbw)).collect();
+                let x = random_acts(&mut rng, toks * nbx);
+                let ldo = toks + 1; // a gap between rows must be left alone
+                let (mut want, mut got) = (vec![f32::NAN; rows * ldo], vec![f32::NAN; rows * ldo]);
+                (pick(&SCALAR))(&w, nbw, &x, nbx, rows, toks, &mut want, ldo);
+                (pick(k))(&w, nbw, &x, nbx, rows, toks, &mut got, ldo);
+                for r in 0..rows {
+                    assert!(got[r * ldo + toks].is_nan(), "{}: wrote past the tile", k.isa);
+                    for t in 0..toks {
+                        let mag = magnitude(&w[r * nbw..(r + 1) * nbw], &x[t * nbx..(t + 1) * nbx]);
+                        let what = format!("{name} {rows}x{toks} nb {nbw} [{r},{t}]");
+                        check_close(k.isa, &what, got[r * ldo + t], want[r * ldo + t], mag);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_q4_0_matches_scalar() {
+    let mut make = |rng: &mut ChaCha8Rng, n: usize| {
+        (0..n).map(|_| BlockQ4_0 { delta: f16_scale(rng), quants: rng.random() }).collect::<Vec<_>>()
+    };
+    let mag = |w: &[BlockQ4_0], x: &[BlockQ8A]| {
+        w.iter().zip(x).map(|(w, x)| (w.delta.to_f32().abs() * x.d.abs()) as f64 * 32.0 * 15.0 * 127.0).sum()
+    };
+    check_gemm("q4_0", &mut make, &[1, 3, 80], 1, |k| k.gemm_q4_0, &mag);
+}
+
+#[test]
+fn gemm_q8_0_matches_scalar() {
+    let mut make = |rng: &mut ChaCha8Rng, n: usize| {
+        (0..n)
+            .map(|_| BlockQ8_0 { delta: f16_scale(rng), quants: std::array::from_fn(|_| rng.random_range(-128i16..=127) as i8) })
+            .collect::<Vec<_>>()
+    };
+    let mag = |w: &[BlockQ8_0], x: &[BlockQ8A]| {
+        w.iter().zip(x).map(|(w, x)| (w.delta.to_f32().abs() * x.d.abs()) as f64 * 32.0 * 128.0 * 127.0).sum()
+    };
+    check_gemm("q8_0", &mut make, &[1, 3, 80], 1, |k| k.gemm_q8_0, &mag);
+}
+
+#[test]
+fn gemm_q4k_matches_scalar() {
+    let mut make = |rng: &mut ChaCha8Rng, n: usize| {
+        (0..n)
+            .map(|_| BlockQ4K { d: f16_scale(rng), dmin: f16_scale(rng), scales: rng.random(), qs: std::array::from_fn(|_| rng.random()) })
+            .collect::<Vec<_>>()
+    };
+    let mag = |w: &[BlockQ4K], x: &[BlockQ8A]| {
+        w.iter()
+            .zip(x.chunks_exact(8))
+            .map(|(w, xs)| {
+                let (d, m) = (w.d.to_f32().abs() as f64, w.dmin.to_f32().abs() as f64);
+                xs.iter().map(|x| (d * 63.0 * 32.0 * 15.0 * 127.0 + m * 63.0 * 32.0 * 127.0) * x.d.abs() as f64).sum::<f64>()
+            })
+            .sum()
+    };
+    check_gemm("q4_k", &mut make, &[1, 2, 10], QK_K / QK, |k| k.gemm_q4k, &mag);
+}
+
+#[test]
+fn float_kernels_match_scalar() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for k in simd_sets() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 80, 127, 2561] {
+            let a: Vec<f32> = (0..n).map(|_| extreme_f32(&mut rng)).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let h: Vec<f16> = a.iter().map(|&v| f16::from_f32(v.clamp(-6e4, 6e4))).collect();
+            let mag: f64 = a.iter().zip(&b).map(|(x, y)| (x * y).abs() as f64).sum();
+            check_close(k.isa, &format!("dot_f32 n={n}"), (k.dot_f32)(&a, &b), generic::dot_f32(&a, &b), mag);
+            let magh: f64 = h.iter().zip(&b).map(|(x, y)| (x.to_f32() * y).abs() as f64).sum();
+            check_close(k.isa, &format!("dot_f16 n={n}"), (k.dot_f16)(&h, &b), generic::dot_f16(&h, &b), magh);
+            let alpha = rng.random_range(-2.0f32..2.0);
+            let (mut y1, mut y2) = (b.clone(), b.clone());
+            (k.axpy_f32)(alpha, &a, &mut y1);
+            generic::axpy_f32(alpha, &a, &mut y2);
+            for i in 0..n {
+                check_close(k.isa, "axpy_f32", y1[i], y2[i], (alpha * a[i]).abs() as f64 + b[i].abs() as f64);
+            }
+            let (mut y1, mut y2) = (b.clone(), b.clone());
+            (k.axpy_f16)(alpha, &h, &mut y1);
+            generic::axpy_f16(alpha, &h, &mut y2);
+            for i in 0..n {
+                check_close(k.isa, "axpy_f16", y1[i], y2[i], (alpha * h[i].to_f32()).abs() as f64 + b[i].abs() as f64);
+            }
+        }
+    }
+}
+
+/// The scalar gemm itself against dequantize-then-dot in f64: pins the reference to the
+/// format definitions (activations dequantized too, so only summation error remains).
+#[test]
+fn scalar_reference_matches_dequantized_math() {
+    use crate::gguf::GgmlType;
+    use crate::quant::{blocks_as_bytes, dequantize_row};
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let n = QK_K * 2;
+    let xs: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut acts = vec![BlockQ8A::ZERO; n / QK];
+    generic::quantize_q8a(&xs, &mut acts);
+    let xd: Vec<f64> = acts.iter().flat_map(|b| b.qs.map(|q| q as f64 * b.d as f64)).collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K] {
+        let wv: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let mut bytes = Vec::new();
+        crate::quant::quantize_row(ty, &wv, &mut bytes);
+        let mut wd = vec![0f32; n];
+        dequantize_row(ty, &bytes, &mut wd);
+        let want: f64 = wd.iter().zip(&xd).map(|(&a, &b)| a as f64 * b).sum();
+        let got = match ty {
+            GgmlType::Q4_0 => generic::dot_q4_0(crate::quant::as_blocks(&bytes).unwrap(), &acts),
+            GgmlType::Q8_0 => generic::dot_q8_0(crate::quant::as_blocks(&bytes).unwrap(), &acts),
+            _ => generic::dot_q4k(crate::quant::as_blocks(&bytes).unwrap(), &acts),
+        };
+        let _ = blocks_as_bytes::<BlockQ4_0>(&[]);
+        assert!((got as f64 - want).abs() < 1e-4, "{ty}: {got} vs {want}");
+    }
+}

@@ -1,0 +1,415 @@
+//! AVX2 + FMA + F16C kernels (Haswell and later, Zen and later).
+//!
+//! Integer dot products: 4-bit weights are unpacked to unsigned bytes and multiplied with the
+//! signed int8 activations by `vpmaddubsw`; the Q4_0 offset of 8 is removed in the 16-bit
+//! domain by subtracting `maddubs(8, x)`, computed once per token block, so no sign tricks are
+//! needed per (row, token) pair. Prefill runs tiles of 4 weight rows x 2 tokens so each unpacked
+//! weight block and each loaded activation block is used several times from registers.
+//!
+//! Every entry point is a safe wrapper around a `#[target_feature]` function; the wrappers are
+//! reachable only through the table returned by [`avx2`], which exists only when the CPU has
+//! the features (checked at runtime).
+
+use crate::kernels::Kernels;
+use crate::quant::{q4k::scale_min, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK};
+use half::f16;
+use std::arch::x86_64::*;
+
+/// The AVX2 table, if this CPU has AVX2, FMA and F16C.
+pub fn avx2() -> Option<&'static Kernels> {
+    let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    ok.then_some(&AVX2)
+}
+
+static AVX2: Kernels = Kernels {
+    isa: "avx2",
+    quantize_q8a,
+    gemm_q4_0,
+    gemm_q8_0,
+    gemm_q4k,
+    dot_f32,
+    dot_f16,
+    axpy_f32,
+    axpy_f16,
+};
+
+// SAFETY (all wrappers below): only reachable through `AVX2`, handed out by `avx2()` after the
+// runtime feature check. Slice bounds are checked in the wrappers or the callees.
+
+fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
+    assert!(out.len() * QK >= x.len() / QK * QK);
+    unsafe { quantize_q8a_impl(x, out) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q4_0(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    unsafe { gemm_q4_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q8_0(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    unsafe { gemm_q8_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q4k(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw * 8);
+    unsafe { gemm_q4k_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    unsafe { dot_f32_impl(&a[..n], &b[..n]) }
+}
+
+fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    unsafe { dot_f16_impl(&a[..n], &b[..n]) }
+}
+
+fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    unsafe { axpy_f32_impl(a, &x[..n], &mut y[..n]) }
+}
+
+fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    unsafe { axpy_f16_impl(a, &x[..n], &mut y[..n]) }
+}
+
+/// Bounds for the unchecked block accesses of the gemm kernels.
+#[allow(clippy::too_many_arguments)]
+fn check_gemm(wl: usize, nbw: usize, xl: usize, nbx: usize, rows: usize, toks: usize, ol: usize, ldo: usize) {
+    assert!(rows == 0 || wl >= rows * nbw, "weight rows out of range");
+    assert!(toks == 0 || xl >= toks * nbx, "activation rows out of range");
+    assert!(rows == 0 || toks == 0 || ol >= (rows - 1) * ldo + toks, "output out of range");
+    assert!(toks <= ldo || rows <= 1);
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax_ps(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_to_f32(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8a_impl(x: &[f32], out: &mut [BlockQ8A]) {
+    let sign = _mm256_set1_ps(-0.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let p = xs.as_ptr();
+        let v = unsafe {
+            [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+        };
+        let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+        let amax = hmax_ps(_mm256_max_ps(a01, a23));
+        // Same scalar arithmetic as the reference, so the codes are bit-identical.
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+        let sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        let q = _mm256_permutevar8x32_epi32(packed, perm);
+        unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q) };
+        b.d = d;
+        b.s = d * sum as f32;
+    }
+}
+
+/// Runs `tile::<R, T>` over the whole rows x toks rectangle with 4x2 tiles and remainders.
+macro_rules! drive_tiles {
+    ($tile:ident, $w:expr, $nbw:expr, $x:expr, $nbx:expr, $rows:expr, $toks:expr, $out:expr, $ldo:expr) => {{
+        let mut r = 0;
+        while r + 4 <= $rows {
+            let mut t = 0;
+            while t + 2 <= $toks {
+                unsafe { $tile::<4, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
+                t += 2;
+            }
+            if t < $toks {
+                unsafe { $tile::<4, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
+            }
+            r += 4;
+        }
+        while r < $rows {
+            let mut t = 0;
+            while t + 2 <= $toks {
+                unsafe { $tile::<1, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
+                t += 2;
+            }
+            if t < $toks {
+                unsafe { $tile::<1, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
+            }
+            r += 1;
+        }
+    }};
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q4_0_impl(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    drive_tiles!(tile_q4_0, w, nbw, x, nbx, rows, toks, out, ldo)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_0<const R: usize, const T: usize>(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    r0: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nbw {
+        let mut wq = [_mm256_setzero_si256(); R];
+        let mut dw = [0f32; R];
+        for r in 0..R {
+            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
+            let raw = unsafe { _mm_loadu_si128(blk.quants.as_ptr().cast()) };
+            wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+            dw[r] = f16_to_f32(blk.delta);
+        }
+        for t in 0..T {
+            let xb = unsafe { x.get_unchecked((t0 + t) * nbx + b) };
+            let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+            let x8 = _mm256_maddubs_epi16(eight, xq);
+            for r in 0..R {
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], xq), x8);
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * xb.d), acc[r][t]);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) };
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q8_0_impl(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    drive_tiles!(tile_q8_0, w, nbw, x, nbx, rows, toks, out, ldo)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q8_0<const R: usize, const T: usize>(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    r0: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nbw {
+        let mut wq = [_mm256_setzero_si256(); R];
+        let mut wa = [_mm256_setzero_si256(); R];
+        let mut dw = [0f32; R];
+        for r in 0..R {
+            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
+            wq[r] = unsafe { _mm256_loadu_si256(blk.quants.as_ptr().cast()) };
+            wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            dw[r] = f16_to_f32(blk.delta);
+        }
+        for t in 0..T {
+            let xb = unsafe { x.get_unchecked((t0 + t) * nbx + b) };
+            let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+            for r in 0..R {
+                // |w| * (x with w's sign): signed x signed through the unsigned x signed multiply.
+                let p = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(xq, wq[r]));
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * xb.d), acc[r][t]);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) };
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q4k_impl(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+    drive_tiles!(tile_q4k, w, nbw, x, nbx, rows, toks, out, ldo)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4k<const R: usize, const T: usize>(
+    w: &[BlockQ4K],
+    nbw: usize,
+    r0: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut mins = [[0f32; T]; R];
+    for b in 0..nbw {
+        let mut dsc = [[0f32; 8]; R];
+        let mut dm = [[0f32; 8]; R];
+        for r in 0..R {
+            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
+            let (d, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
+            for j in 0..8 {
+                let (s, m) = scale_min(j, &blk.scales);
+                dsc[r][j] = d * s as f32;
+                dm[r][j] = dmin * m as f32;
+            }
+        }
+        for c in 0..4 {
+            let mut lo = [_mm256_setzero_si256(); R];
+            let mut hi = [_mm256_setzero_si256(); R];
+            for r in 0..R {
+                let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
+                let q = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * c).cast()) };
+                lo[r] = _mm256_and_si256(q, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            }
+            for t in 0..T {
+                let x0 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c) };
+                let x1 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c + 1) };
+                let (q0, q1) = unsafe { (_mm256_loadu_si256(x0.qs.as_ptr().cast()), _mm256_loadu_si256(x1.qs.as_ptr().cast())) };
+                for r in 0..R {
+                    let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], q0), ones));
+                    let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], q1), ones));
+                    acc[r][t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(dsc[r][2 * c] * x0.d), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(dsc[r][2 * c + 1] * x1.d), acc[r][t]);
+                    mins[r][t] += dm[r][2 * c] * x0.s + dm[r][2 * c + 1] * x1.s;
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) - mins[r][t] };
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (pa, pb) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * k)), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k))) };
+            *acc = _mm256_fmadd_ps(pa, pb, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let (pa, pb) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i))) };
+        acc[0] = _mm256_fmadd_ps(pa, pb, acc[0]);
+        i += 8;
+    }
+    let mut s = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for j in i..n {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_impl(a: &[f16], b: &[f32]) -> f32 {
+    let n = a.len();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (pa, pb) = unsafe {
+                (_mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * k).cast())), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)))
+            };
+            *acc = _mm256_fmadd_ps(pa, pb, *acc);
+        }
+        i += 16;
+    }
+    let mut s = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    for j in i..n {
+        s += f16_to_f32(a[j]) * b[j];
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f32_impl(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        unsafe {
+            let py = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(py, _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py)));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        y[j] += a * x[j];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_impl(a: f32, x: &[f16], y: &mut [f32]) {
+    let n = x.len();
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        unsafe {
+            let py = y.as_mut_ptr().add(i);
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            _mm256_storeu_ps(py, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(py)));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        y[j] += a * f16_to_f32(x[j]);
+    }
+}
