@@ -1,5 +1,5 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pocketlm_core::convert::{convert, ConvertOptions, OutType};
+use pocketlm_core::convert::{convert, ConvertOptions, Preset};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -8,7 +8,7 @@ pub struct Args {
     model_dir: PathBuf,
     /// Output GGUF file
     out: PathBuf,
-    /// Weight type of the matrices: f32 or f16
+    /// Weight type preset: f32, f16, q8_0, q4_0, q4_k, q4_k_m
     #[arg(long = "type", default_value = "f16")]
     out_type: String,
     /// tokenizer.json to use when the folder has none
@@ -23,7 +23,7 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     let opts = ConvertOptions {
         model_dir: a.model_dir,
         out: a.out.clone(),
-        out_type: OutType::parse(&a.out_type)?,
+        preset: Preset::parse(&a.out_type)?,
         tokenizer: a.tokenizer,
         pad_inner_to: (a.pad_inner > 0).then_some(a.pad_inner),
     };

@@ -5,6 +5,7 @@
 //! A head's keys are contiguous, which is what attention streams through.
 
 use crate::error::{Error, Result};
+use crate::kernels::Kernels;
 use crate::model::HParams;
 use half::f16;
 
@@ -68,29 +69,21 @@ pub enum HeadRows<'a> {
 impl HeadRows<'_> {
     /// Row `j` dotted with `q`.
     #[inline]
-    pub fn dot(&self, j: usize, q: &[f32]) -> f32 {
+    pub fn dot(&self, k: &Kernels, j: usize, q: &[f32]) -> f32 {
         let d = q.len();
         match self {
-            HeadRows::F32(r) => crate::ops::dot_f32(&r[j * d..(j + 1) * d], q),
-            HeadRows::F16(r) => r[j * d..(j + 1) * d].iter().zip(q).map(|(k, &q)| k.to_f32() * q).sum(),
+            HeadRows::F32(r) => (k.dot_f32)(&r[j * d..(j + 1) * d], q),
+            HeadRows::F16(r) => (k.dot_f16)(&r[j * d..(j + 1) * d], q),
         }
     }
 
     /// out += w * row `j`.
     #[inline]
-    pub fn axpy(&self, j: usize, w: f32, out: &mut [f32]) {
+    pub fn axpy(&self, k: &Kernels, j: usize, w: f32, out: &mut [f32]) {
         let d = out.len();
         match self {
-            HeadRows::F32(r) => {
-                for (o, &v) in out.iter_mut().zip(&r[j * d..(j + 1) * d]) {
-                    *o += w * v;
-                }
-            }
-            HeadRows::F16(r) => {
-                for (o, v) in out.iter_mut().zip(&r[j * d..(j + 1) * d]) {
-                    *o += w * v.to_f32();
-                }
-            }
+            HeadRows::F32(r) => (k.axpy_f32)(w, &r[j * d..(j + 1) * d], out),
+            HeadRows::F16(r) => (k.axpy_f16)(w, &r[j * d..(j + 1) * d], out),
         }
     }
 }

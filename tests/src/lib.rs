@@ -1,7 +1,7 @@
 //! Shared helpers for the cross-crate tests: fixture locations, a minimal `.npy` reader, and
 //! conversion of a fixture folder to GGUF.
 
-use pocketlm_core::convert::{convert, ConvertOptions, OutType};
+use pocketlm_core::convert::{convert, ConvertOptions, Preset};
 use std::path::{Path, PathBuf};
 
 /// The workplace's shared folder (fixtures, tokenizer, text): `POCKETLM_SHARED` if set, else
@@ -48,12 +48,12 @@ pub fn tokenizer_json() -> PathBuf {
 }
 
 /// Converts fixture `name` to a GGUF of the given type inside `tmp`.
-pub fn convert_fixture(name: &str, ty: OutType, pad_inner_to: Option<usize>, tmp: &Path) -> PathBuf {
+pub fn convert_fixture(name: &str, ty: Preset, pad_inner_to: Option<usize>, tmp: &Path) -> PathBuf {
     let out = tmp.join(format!("{name}-{ty:?}-{pad_inner_to:?}.gguf"));
     let opts = ConvertOptions {
         model_dir: fixtures_dir().join(name),
         out: out.clone(),
-        out_type: ty,
+        preset: ty,
         tokenizer: Some(tokenizer_json()),
         pad_inner_to,
     };

@@ -1,7 +1,7 @@
 //! The golden-fixture conformance suite: converted fixtures must reproduce the reference BTLM
 //! implementation's logits (1e-4 for f32, 2e-2 for f16), argmaxes and greedy continuations.
 
-use pocketlm_core::convert::OutType;
+use pocketlm_core::convert::Preset;
 use pocketlm_core::kv_cache::{KvCache, KvType};
 use pocketlm_core::model::{Logits, Model};
 use pocketlm_core::sampling::argmax;
@@ -13,7 +13,7 @@ struct Errors {
 }
 
 /// Runs one fixture: prompt in one call, then 16 greedy steps through the KV cache.
-fn run_fixture(name: &str, ty: OutType, kv: KvType) -> Errors {
+fn run_fixture(name: &str, ty: Preset, kv: KvType) -> Errors {
     let tmp = tempfile::tempdir().unwrap();
     let path = convert_fixture(name, ty, None, tmp.path());
     let model = Model::load(&path).unwrap();
@@ -43,7 +43,7 @@ fn run_fixture(name: &str, ty: OutType, kv: KvType) -> Errors {
 #[test]
 fn f32_matches_reference_on_every_fixture() {
     for name in fixture_names() {
-        let e = run_fixture(&name, OutType::F32, KvType::F32);
+        let e = run_fixture(&name, Preset::F32, KvType::F32);
         println!("{name:<16} f32: max |dlogit| prompt-last4 {:.2e}, greedy steps {:.2e}", e.last4, e.steps);
         assert!(e.last4 <= 1e-4, "{name}: logits_last4 error {}", e.last4);
         assert!(e.steps <= 1e-4, "{name}: greedy_step_logits error {}", e.steps);
@@ -53,7 +53,7 @@ fn f32_matches_reference_on_every_fixture() {
 #[test]
 fn f16_weights_keep_argmax_and_greedy() {
     for name in fixture_names() {
-        let e = run_fixture(&name, OutType::F16, KvType::F32);
+        let e = run_fixture(&name, Preset::F16, KvType::F32);
         println!("{name:<16} f16: max |dlogit| prompt-last4 {:.2e}, greedy steps {:.2e}", e.last4, e.steps);
         assert!(e.last4 <= 2e-2, "{name}: logits_last4 error {}", e.last4);
         assert!(e.steps <= 2e-2, "{name}: greedy_step_logits error {}", e.steps);

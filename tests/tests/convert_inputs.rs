@@ -3,7 +3,7 @@
 //! offending key or tensor.
 
 use half::{bf16, f16};
-use pocketlm_core::convert::{convert, ConvertOptions, OutType};
+use pocketlm_core::convert::{convert, ConvertOptions, Preset};
 use pocketlm_core::gguf::GgufFile;
 use pocketlm_core::Model;
 use pocketlm_tests::*;
@@ -88,7 +88,7 @@ fn convert_dir(dir: &Path, out: &Path) -> pocketlm_core::Result<PathBuf> {
     let opts = ConvertOptions {
         model_dir: dir.into(),
         out: out.into(),
-        out_type: OutType::F32,
+        preset: Preset::F32,
         tokenizer: None,
         pad_inner_to: None,
     };

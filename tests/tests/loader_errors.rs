@@ -1,7 +1,7 @@
 //! Corrupted and wrong files must fail at load with their own typed error, never a panic or an
 //! out-of-bounds read.
 
-use pocketlm_core::convert::OutType;
+use pocketlm_core::convert::Preset;
 use pocketlm_core::error::{Error, GgufError};
 use pocketlm_core::gguf::GgufHeader;
 use pocketlm_core::Model;
@@ -9,7 +9,7 @@ use pocketlm_tests::convert_fixture;
 use std::path::Path;
 
 fn base_file(tmp: &Path) -> Vec<u8> {
-    std::fs::read(convert_fixture("tiny", OutType::F32, None, tmp)).unwrap()
+    std::fs::read(convert_fixture("tiny", Preset::F32, None, tmp)).unwrap()
 }
 
 /// Byte position of the tensor entry for `name` (just after its name).

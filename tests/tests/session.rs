@@ -1,7 +1,7 @@
 //! The session layer on real fixtures: chunked prefill is one logical call, generation through
 //! the sampler reproduces the golden greedy ids, cancellation and budgets behave.
 
-use pocketlm_core::convert::OutType;
+use pocketlm_core::convert::Preset;
 use pocketlm_core::error::Error;
 use pocketlm_core::kv_cache::{KvCache, KvType};
 use pocketlm_core::sampling::SamplingParams;
@@ -11,7 +11,7 @@ use pocketlm_tests::*;
 use std::sync::Arc;
 
 fn load(name: &str, tmp: &std::path::Path) -> Arc<Model> {
-    Arc::new(Model::load(convert_fixture(name, OutType::F32, None, tmp)).unwrap())
+    Arc::new(Model::load(convert_fixture(name, Preset::F32, None, tmp)).unwrap())
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {

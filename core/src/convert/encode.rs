@@ -1,9 +1,4 @@
-//! Element conversions used while writing tensors: transposition, zero-padding, and encoding
-//! f32 values into the on-disk type.
-
-use crate::gguf::GgmlType;
-use half::f16;
-use std::io::Write;
+//! Element layout changes used while writing tensors: transposition and zero-padding.
 
 /// [rows, cols] row-major -> [cols, rows] row-major.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -33,17 +28,4 @@ pub fn pad(data: &[f32], rows: usize, cols: usize, new_rows: usize, new_cols: us
         out[r * new_cols..r * new_cols + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
     }
     out
-}
-
-/// Writes values in the given float type.
-pub fn write_as(data: &[f32], ty: GgmlType, w: &mut dyn Write) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(data.len() * 4);
-    match ty {
-        GgmlType::F32 => data.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
-        GgmlType::F16 => data.iter().for_each(|v| buf.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        other => {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("cannot encode {other} here")))
-        }
-    }
-    w.write_all(&buf)
 }

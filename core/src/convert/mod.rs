@@ -3,65 +3,29 @@
 mod checkpoint;
 pub mod encode;
 pub mod hf_config;
+pub mod preset;
+pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use hf_config::{parse_config, HfConfig};
+pub use preset::Preset;
+pub use writer::{tensor_names, write_model, ModelSpec, Progress};
 
 use crate::error::{ConvertError, Error, Result};
-use crate::gguf::{write_gguf, GgmlType, MetaValue, TensorPlan};
-use crate::model::{hparams::keys, hparams::ARCH, names, vocab, HParams};
+use crate::model::{names, HParams};
 use crate::tokenizer::TokenizerSpec;
 use std::path::{Path, PathBuf};
-
-/// Weight type of the 2-D matrices in the output (vectors always stay F32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutType {
-    F32,
-    F16,
-}
-
-impl OutType {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(OutType::F32),
-            "f16" => Ok(OutType::F16),
-            other => Err(Error::InvalidArgument(format!("unknown output type {other:?} (use f32 or f16)"))),
-        }
-    }
-
-    pub fn ggml(self) -> GgmlType {
-        match self {
-            OutType::F32 => GgmlType::F32,
-            OutType::F16 => GgmlType::F16,
-        }
-    }
-
-    /// llama.cpp's `general.file_type` value for this type.
-    pub fn file_type(self) -> u32 {
-        match self {
-            OutType::F32 => 0,
-            OutType::F16 => 1,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     pub model_dir: PathBuf,
     pub out: PathBuf,
-    pub out_type: OutType,
+    pub preset: Preset,
     /// tokenizer.json to use when the folder has none.
     pub tokenizer: Option<PathBuf>,
-    /// Zero-pad n_inner up to a multiple of this (exact; lets block formats cover the FFN).
+    /// Zero-pad n_inner up to a multiple of this (exact). Quantized presets always pad to
+    /// their block size so the FFN matrices stay quantized.
     pub pad_inner_to: Option<usize>,
-}
-
-/// Progress of a conversion, one event per tensor written.
-#[derive(Debug, Clone)]
-pub struct Progress<'a> {
-    pub index: usize,
-    pub total: usize,
-    pub tensor: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +37,7 @@ pub struct ConvertReport {
 
 /// Where one GGUF tensor comes from.
 struct Source {
+    gguf_name: String,
     hf_name: String,
     /// GGUF-order dims before n_inner padding.
     unpadded: Vec<u64>,
@@ -126,23 +91,40 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         }
         hp.alibi_slopes = s;
     }
-    let f_orig = hp.n_inner;
-    hp.n_inner = match opts.pad_inner_to {
-        Some(m) if m > 1 => f_orig.div_ceil(m) * m,
-        _ => f_orig,
-    };
-    hp.n_inner_original = f_orig;
+    let sources = hf_sources(&hp, prefix);
+    check_checkpoint_names(&ckpt, &sources, prefix)?;
+    for s in &sources {
+        let want = s.hf_shape();
+        let found = ckpt.shape(&s.hf_name).ok_or_else(|| ConvertError::MissingTensor(s.hf_name.clone()))?;
+        if found != want.as_slice() {
+            return Err(ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into());
+        }
+    }
+    hp.name = model_name(dir, &hp);
+    let spec = ModelSpec { hp: &hp, tokenizer: &spec, preset: opts.preset, pad_inner_to: opts.pad_inner_to };
+    let by_name: std::collections::HashMap<&str, &Source> = sources.iter().map(|s| (s.gguf_name.as_str(), s)).collect();
+    let written = write_model(
+        &opts.out,
+        &spec,
+        &mut |name| {
+            let s = by_name.get(name).ok_or_else(|| ConvertError::MissingTensor(name.into()))?;
+            let data = ckpt.read_f32(&s.hf_name)?;
+            let hf = s.hf_shape();
+            Ok(if s.transpose { encode::transpose(&data, hf[0], hf[1]) } else { data })
+        },
+        progress,
+    )?;
+    let file_bytes = std::fs::metadata(&opts.out).map(|m| m.len()).unwrap_or(0);
+    Ok(ConvertReport { n_tensors: sources.len(), hparams: written, file_bytes })
+}
 
-    // Plan every output tensor and where it comes from.
-    let mut plans = Vec::new();
-    let mut sources = Vec::new();
+/// Where each GGUF tensor comes from in the checkpoint.
+fn hf_sources(hp: &HParams, prefix: &str) -> Vec<Source> {
     let (e, f, v) = (hp.n_embd as u64, hp.n_inner as u64, hp.n_vocab as u64);
+    let mut out = Vec::new();
     let mut add = |gguf: String, hf: String, transpose: bool| {
-        let dims = names::expected_dims(&gguf, e, f, v).unwrap_or_default();
-        let unpadded = names::expected_dims(&gguf, e, f_orig as u64, v).unwrap_or_default();
-        let ty = if dims.len() == 2 { opts.out_type.ggml() } else { GgmlType::F32 };
-        plans.push(TensorPlan { name: gguf, dims, ty });
-        sources.push(Source { hf_name: hf, unpadded, transpose });
+        let unpadded = names::expected_dims(&gguf, e, f, v).unwrap_or_default();
+        out.push(Source { gguf_name: gguf, hf_name: hf, unpadded, transpose });
     };
     add(names::TOKEN_EMBD.into(), format!("{prefix}wte.weight"), false);
     for i in 0..hp.n_layer {
@@ -152,44 +134,7 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
     }
     add("output_norm.weight".into(), format!("{prefix}ln_f.weight"), false);
     add("output_norm.bias".into(), format!("{prefix}ln_f.bias"), false);
-
-    check_checkpoint_names(&ckpt, &sources, prefix)?;
-    for s in &sources {
-        let want = s.hf_shape();
-        let found = ckpt.shape(&s.hf_name).ok_or_else(|| ConvertError::MissingTensor(s.hf_name.clone()))?;
-        if found != want.as_slice() {
-            return Err(
-                ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into()
-            );
-        }
-    }
-
-    let mut metadata: Vec<(String, MetaValue)> = vec![
-        (keys::ARCHITECTURE.into(), MetaValue::Str(ARCH.into())),
-        (keys::NAME.into(), MetaValue::Str(model_name(dir, &hp))),
-        (keys::FILE_TYPE.into(), MetaValue::U32(opts.out_type.file_type())),
-        (keys::QUANT_VERSION.into(), MetaValue::U32(2)),
-    ];
-    metadata.extend(hp.to_metadata());
-    metadata.extend(vocab::to_metadata(&spec));
-
-    let total = plans.len();
-    write_gguf(&opts.out, &metadata, &plans, |i, w| {
-        progress(Progress { index: i, total, tensor: &plans[i].name });
-        let p = &plans[i];
-        let s = &sources[i];
-        let mut data = ckpt.read_f32(&s.hf_name)?;
-        let hf = s.hf_shape();
-        if s.transpose {
-            data = encode::transpose(&data, hf[0], hf[1]);
-        }
-        // Now in GGUF order: unpadded[1] rows of unpadded[0]; zero-pad to the planned dims.
-        let rows_of = |d: &[u64]| d.get(1).copied().unwrap_or(1) as usize;
-        data = encode::pad(&data, rows_of(&s.unpadded), s.unpadded[0] as usize, rows_of(&p.dims), p.dims[0] as usize);
-        encode::write_as(&data, p.ty, w).map_err(|e| Error::io(&opts.out, e))
-    })?;
-    let file_bytes = std::fs::metadata(&opts.out).map(|m| m.len()).unwrap_or(0);
-    Ok(ConvertReport { hparams: hp, n_tensors: total, file_bytes })
+    out
 }
 
 impl Source {

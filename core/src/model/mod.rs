@@ -54,7 +54,7 @@ struct Layer {
 
 /// Weight types the forward pass can compute with.
 pub fn is_supported_weight_type(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16)
+    crate::quant::is_weight_type(ty)
 }
 
 pub struct Model {

@@ -3,6 +3,7 @@
 //! softmax over the visible keys, weighted sum of values. Masked keys are simply skipped: the
 //! reference replaces their scores by finfo.min, which gives them probability exactly 0.
 
+use crate::kernels;
 use crate::kv_cache::KvCache;
 use rayon::prelude::*;
 
@@ -23,6 +24,7 @@ pub fn attend(
     let n_head = slopes.len();
     let n_embd = q.len() / n_tok;
     let d = n_embd / n_head;
+    let k = kernels::best();
     // One task per head writes a [n_tok][d] block; scattered into `out` afterwards.
     let per_head: Vec<Vec<f32>> = (0..n_head)
         .into_par_iter()
@@ -35,11 +37,11 @@ pub fn attend(
                 let pos = pos0 + t;
                 let qh = &q[t * n_embd + h * d..t * n_embd + (h + 1) * d];
                 scores.clear();
-                scores.extend((0..=pos).map(|j| keys.dot(j, qh) * qk_scale - slope * (pos - j) as f32));
+                scores.extend((0..=pos).map(|j| keys.dot(k, j, qh) * qk_scale - slope * (pos - j) as f32));
                 super::softmax(&mut scores);
                 let o = &mut res[t * d..(t + 1) * d];
                 for (j, &p) in scores.iter().enumerate() {
-                    vals.axpy(j, p, o);
+                    vals.axpy(k, j, p, o);
                 }
             }
             res
