@@ -4,11 +4,13 @@ mod checkpoint;
 pub mod encode;
 pub mod hf_config;
 pub mod preset;
+pub mod requantize;
 pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use hf_config::{parse_config, HfConfig};
 pub use preset::Preset;
+pub use requantize::requantize;
 pub use writer::{tensor_names, write_model, ModelSpec, Progress};
 
 use crate::error::{ConvertError, Error, Result};

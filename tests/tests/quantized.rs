@@ -1,0 +1,99 @@
+//! The quantized engine on the golden fixtures.
+//!
+//! 1. Against the f32 engine run on the *dequantized* weights of the same file: weight format
+//!    error is excluded by construction, so what is left is the int8 quantization of the
+//!    activations (per 32-block, error <= max|x|/254 per element) and summation order. This is
+//!    the test that catches kernel bugs.
+//! 2. Quality against the reference, per fixture and format (printed; sanity bounds only: the
+//!    fixtures' random weights are large and their top-1 margins tiny, see issue #3).
+//! 3. Zero-padding n_inner is exact.
+
+use pocketlm_core::convert::{requantize, Preset};
+use pocketlm_core::kv_cache::{KvCache, KvType};
+use pocketlm_core::model::{Logits, Model};
+use pocketlm_core::sampling::argmax;
+use pocketlm_tests::*;
+use std::path::Path;
+
+fn prompt_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
+    let mut cache = KvCache::new(&model.hparams, ids.len(), KvType::F32, None).unwrap();
+    model.forward(&mut cache, ids, ids.len(), Logits::All, &|| false).unwrap().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn dequantized(q: &Path, tmp: &Path) -> Model {
+    let out = tmp.join(format!("{}-deq.gguf", q.file_stem().unwrap().to_string_lossy()));
+    requantize(q, &out, Preset::F32, &mut |_| {}).unwrap();
+    Model::load(out).unwrap()
+}
+
+/// Bound on |quantized - dequantized-f32| logits. Activation rounding is uniform in
+/// ±max|x|/254 per element (RMS 0.23% of the block maximum) on every matmul input; on these
+/// fixtures (logit RMS 0.18-0.22) first-order propagation through 2-3 layers predicts an RMS
+/// logit error near 0.005 and a maximum over 50k x T logits of about 5 sigma ≈ 0.025-0.04.
+/// Measured maxima are 0.018-0.041 (printed). 0.08 is twice the worst: a real kernel bug (a
+/// dropped block, a wrong scale, a wrong nibble order) moves logits by 0.2 or more.
+const ACT_QUANT_BOUND: f32 = 0.08;
+
+#[test]
+fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in fixture_names() {
+        let g = golden(&name);
+        for preset in [Preset::Q8_0, Preset::Q4_0, Preset::Q4K] {
+            let q = convert_fixture(&name, preset, None, tmp.path());
+            let (mq, md) = (Model::load(&q).unwrap(), dequantized(&q, tmp.path()));
+            let (lq, ld) = (prompt_logits(&mq, &g.input_ids), prompt_logits(&md, &g.input_ids));
+            let err = max_diff(&lq, &ld);
+            let rms = (ld.iter().map(|v| v * v).sum::<f32>() / ld.len() as f32).sqrt();
+            println!("{name:<16} {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.2})", preset.name());
+            assert!(err <= ACT_QUANT_BOUND, "{name} {}: {err}", preset.name());
+        }
+    }
+}
+
+#[test]
+fn quality_against_reference_per_fixture_and_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    println!("{:<16} {:<7} {:>10} {:>14}", "fixture", "format", "top-1 agr.", "max |dlogit|");
+    for name in fixture_names() {
+        let g = golden(&name);
+        for preset in [Preset::F16, Preset::Q8_0, Preset::Q4KM, Preset::Q4K, Preset::Q4_0] {
+            let model = Model::load(convert_fixture(&name, preset, None, tmp.path())).unwrap();
+            let v = model.hparams.n_vocab;
+            let logits = prompt_logits(&model, &g.input_ids);
+            let agree = logits.chunks_exact(v).zip(&g.argmax_all).filter(|(l, &a)| argmax(l) as u32 == a).count();
+            let agreement = agree as f64 / g.argmax_all.len() as f64;
+            let t = g.input_ids.len();
+            let err = max_abs_diff(&logits[(t - 4) * v..], &g.logits_last4.data);
+            println!("{name:<16} {:<7} {agreement:>10.2} {err:>14.4}", preset.name());
+            // Sanity bounds in the spirit of the float64 simulation quoted in issue #3 (Q8_0:
+            // agreement 0.88-1.00, |dlogit| <= 0.07; Q4_0: 0.15-0.50, <= 0.98), widened for
+            // activation quantization. Q4_K falls back to Q8_0 where rows are not 256-wide.
+            let (min_agree, max_err) = match preset {
+                Preset::F16 => (1.0, 0.02),
+                Preset::Q8_0 | Preset::Q4KM => (0.7, 0.25),
+                _ => (0.05, 2.0),
+            };
+            assert!(agreement >= min_agree && err <= max_err, "{name} {}: {agreement} {err}", preset.name());
+        }
+    }
+}
+
+#[test]
+fn padding_n_inner_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden("tiny");
+    let base = prompt_logits(&Model::load(convert_fixture("tiny", Preset::F32, None, tmp.path())).unwrap(), &g.input_ids);
+    for pad in [32, 256] {
+        let model = Model::load(convert_fixture("tiny", Preset::F32, Some(pad), tmp.path())).unwrap();
+        assert_eq!(model.hparams.n_inner, 170usize.div_ceil(pad) * pad);
+        assert_eq!(model.hparams.n_inner_original, 170);
+        let err = max_diff(&prompt_logits(&model, &g.input_ids), &base);
+        println!("n_inner 170 padded to {}: max |dlogit| {err:.2e}", model.hparams.n_inner);
+        assert!(err <= 1e-5, "padding to {pad} changed logits by {err}");
+    }
+}
