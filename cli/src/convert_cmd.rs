@@ -1,4 +1,3 @@
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pocketlm_core::convert::{convert, ConvertOptions, Preset};
 use std::path::PathBuf;
 
@@ -27,18 +26,8 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
         tokenizer: a.tokenizer,
         pad_inner_to: (a.pad_inner > 0).then_some(a.pad_inner),
     };
-    // indicatif hides itself when stderr is not a terminal.
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let report = convert(&opts, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.index as u64);
-        bar.set_message(p.tensor.to_string());
-    });
+    let bar = crate::common::tensor_bar();
+    let report = convert(&opts, &mut crate::common::on_progress(&bar));
     bar.finish_and_clear();
     let report = report?;
     let hp = &report.hparams;

@@ -1,8 +1,12 @@
 //! `pocketlm`: convert, inspect and run BTLM models.
 
+mod bench_cmd;
+mod common;
 mod convert_cmd;
 mod info_cmd;
+mod quantize_cmd;
 mod run_cmd;
+mod synth_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,8 +24,14 @@ enum Cmd {
     Convert(convert_cmd::Args),
     /// Show a model's hyperparameters and tensors
     Info(info_cmd::Args),
+    /// Convert a GGUF to another weight type
+    Quantize(quantize_cmd::Args),
     /// Generate text from a prompt
     Run(run_cmd::Args),
+    /// Write a random-weight model of real shape (for benchmarks)
+    Synth(synth_cmd::Args),
+    /// Measure prompt and generation speed, memory and bandwidth use
+    Bench(bench_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,7 +39,10 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert(a) => convert_cmd::run(a),
         Cmd::Info(a) => info_cmd::run(a),
+        Cmd::Quantize(a) => quantize_cmd::run(a),
         Cmd::Run(a) => run_cmd::run(a),
+        Cmd::Synth(a) => synth_cmd::run(a),
+        Cmd::Bench(a) => bench_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,7 +44,9 @@ impl Store {
         // costs address space up front and resident memory as the conversation grows.
         match ty {
             KvType::F32 => Store::F32(vec![0.0; n]),
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+            // Zeroed u16 storage goes through alloc_zeroed; vec![f16::ZERO; n] would write
+            // every element and make the whole cache resident at once.
+            KvType::F16 => Store::F16(bytemuck::allocation::cast_vec(vec![0u16; n])),
         }
     }
 

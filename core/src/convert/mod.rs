@@ -5,6 +5,7 @@ pub mod encode;
 pub mod hf_config;
 pub mod preset;
 pub mod requantize;
+pub mod synth;
 pub mod writer;
 
 pub use checkpoint::Checkpoint;

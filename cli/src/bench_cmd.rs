@@ -1,0 +1,246 @@
+//! llama-bench-style measurements: prompt processing (ppN) and generation (tgN) tokens/s, mean
+//! ± sd over repetitions after a warm-up, plus peak resident memory, model open time, the
+//! machine's measured memory read bandwidth, and decode speed against the bandwidth ceiling.
+
+use crate::common::mib;
+use pocketlm_core::kv_cache::{KvCache, KvType};
+use pocketlm_core::model::{Logits, Model};
+use pocketlm_core::threads;
+use pocketlm_core::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF model file
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Prompt lengths to test (comma-separated)
+    #[arg(short = 'p', long = "n-prompt", default_value = "128,512", value_delimiter = ',')]
+    n_prompt: Vec<usize>,
+    /// Generation lengths to test (comma-separated)
+    #[arg(short = 'n', long = "n-gen", default_value = "64", value_delimiter = ',')]
+    n_gen: Vec<usize>,
+    /// Repetitions per test
+    #[arg(short = 'r', long, default_value_t = 3)]
+    repetitions: usize,
+    /// Thread counts (comma-separated; 0 = physical cores)
+    #[arg(short = 't', long, default_value = "0", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Context size of the session (KV cache allocated for this many tokens)
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 2048)]
+    ctx_size: usize,
+    /// KV cache type: f16 or f32
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: String,
+    /// One JSON object per test line instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+struct Line {
+    test: String,
+    threads: usize,
+    samples: Vec<f64>,
+}
+
+impl Line {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+    fn sd(&self) -> f64 {
+        let m = self.mean();
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+/// Pseudo-random prompt ids (content does not change the cost of a forward pass).
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i as u64 * 2_654_435_761 + 17) % vocab as u64) as u32).collect()
+}
+
+fn prefill_tps(model: &Model, cache: &mut KvCache, n: usize, batch: usize) -> Result<f64> {
+    cache.clear();
+    let ids = prompt_ids(n, model.hparams.n_vocab);
+    let t0 = Instant::now();
+    for (i, chunk) in ids.chunks(batch).enumerate() {
+        let want = if (i + 1) * batch >= n { Logits::Last } else { Logits::None };
+        let _ = model.forward(cache, chunk, n, want, &|| false)?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn decode_tps(model: &Model, cache: &mut KvCache, n: usize) -> Result<f64> {
+    cache.clear();
+    let mut id = 50256 % model.hparams.n_vocab as u32;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let k = cache.len() + 1;
+        let logits = model.forward(cache, &[id], k, Logits::Last, &|| false)?.unwrap_or_default();
+        id = pocketlm_core::sampling::argmax(&logits) as u32;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let t_open = Instant::now();
+    let model = Model::load(&a.model)?;
+    let open_ms = t_open.elapsed().as_secs_f64() * 1e3;
+    let hp = &model.hparams;
+    let kv = KvType::parse(&a.cache_type)?;
+    let mut cache = KvCache::new(hp, a.ctx_size, kv, None)?;
+    let weight_bytes = model.weight_bytes();
+    let n_params: u64 = model.file.header.tensors.iter().map(|t| t.n_elements()).sum();
+    let ty = dominant_type(&model);
+    let mut lines = Vec::new();
+
+    for &t in &a.threads {
+        let pool = threads::pool(t)?;
+        let nt = pool.current_num_threads();
+        pool.install(|| -> Result<()> {
+            for &p in &a.n_prompt {
+                if p == 0 || p > a.ctx_size {
+                    continue;
+                }
+                prefill_tps(&model, &mut cache, p.min(64), 512)?; // warm-up
+                let samples = (0..a.repetitions).map(|_| prefill_tps(&model, &mut cache, p, 512)).collect::<Result<_>>()?;
+                lines.push(Line { test: format!("pp{p}"), threads: nt, samples });
+            }
+            for &n in &a.n_gen {
+                if n == 0 || n > a.ctx_size {
+                    continue;
+                }
+                decode_tps(&model, &mut cache, 4)?; // warm-up: touches every weight page once
+                let samples = (0..a.repetitions).map(|_| decode_tps(&model, &mut cache, n)).collect::<Result<_>>()?;
+                lines.push(Line { test: format!("tg{n}"), threads: nt, samples });
+            }
+            Ok(())
+        })?;
+    }
+
+    // Peak memory is read before the bandwidth probe, whose buffer would otherwise count.
+    let mem = MemStatus::read();
+    let max_threads = lines.iter().map(|l| l.threads).max().unwrap_or(1);
+    let bandwidth = threads::pool(max_threads)?.install(measure_read_bandwidth);
+    let kv_bytes_per_tok = KvCache::bytes_needed(hp, 1, kv);
+
+    let name = hp.name.clone();
+    let size = model.file.file_size();
+    if a.json {
+        for l in &lines {
+            let mut obj = serde_json::json!({
+                "model": name, "type": ty, "size_bytes": size, "n_params": n_params,
+                "threads": l.threads, "test": l.test, "n_ctx": a.ctx_size, "cache_type": a.cache_type,
+                "tokens_per_s": round2(l.mean()), "stddev": round2(l.sd()),
+                "samples_ts": l.samples.iter().map(|&s| round2(s)).collect::<Vec<_>>(),
+                "peak_rss_bytes": mem.peak_rss, "rss_anon_bytes": mem.rss_anon, "rss_file_bytes": mem.rss_file,
+                "model_open_ms": round2(open_ms), "bandwidth_gbs": round2(bandwidth / 1e9),
+            });
+            if l.test.starts_with("tg") {
+                let ceiling = bandwidth / (weight_bytes as f64);
+                obj["bytes_per_token"] = serde_json::json!(weight_bytes);
+                obj["bandwidth_ceiling_tps"] = serde_json::json!(round2(ceiling));
+                obj["ceiling_pct"] = serde_json::json!(round2(100.0 * l.mean() / ceiling));
+            }
+            println!("{obj}");
+        }
+        return Ok(());
+    }
+
+    println!("| model | type | size | params | threads | test | t/s |");
+    println!("| --- | --- | ---: | ---: | ---: | --- | ---: |");
+    for l in &lines {
+        println!(
+            "| {name} | {ty} | {:.2} GiB | {:.2} B | {} | {} | {:.2} ± {:.2} |",
+            size as f64 / (1u64 << 30) as f64,
+            n_params as f64 / 1e9,
+            l.threads,
+            l.test,
+            l.mean(),
+            l.sd()
+        );
+    }
+    println!();
+    println!("model open: {open_ms:.1} ms (memory-mapped, no copy)");
+    println!(
+        "peak RSS: {:.0} MiB (now: {:.0} MiB anonymous + {:.0} MiB file-backed), context {} tokens, {} KV cache ({:.0} KiB/token)",
+        mib(mem.peak_rss),
+        mib(mem.rss_anon),
+        mib(mem.rss_file),
+        a.ctx_size,
+        a.cache_type,
+        kv_bytes_per_tok as f64 / 1024.0
+    );
+    println!("memory read bandwidth: {:.1} GB/s ({max_threads} threads, measured now)", bandwidth / 1e9);
+    for l in lines.iter().filter(|l| l.test.starts_with("tg")) {
+        let ceiling = bandwidth / weight_bytes as f64;
+        println!(
+            "{} with {} threads: {:.2} tok/s = {:.0}% of the bandwidth ceiling ({:.2} tok/s = {:.1} GB/s / {:.0} MiB of weights per token)",
+            l.test,
+            l.threads,
+            l.mean(),
+            100.0 * l.mean() / ceiling,
+            ceiling,
+            bandwidth / 1e9,
+            mib(weight_bytes)
+        );
+    }
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The weight type most of the model's bytes are in.
+fn dominant_type(model: &Model) -> String {
+    let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+    for t in &model.file.header.tensors {
+        *by.entry(t.ty.name()).or_default() += t.n_bytes;
+    }
+    by.into_iter().max_by_key(|&(_, b)| b).map(|(n, _)| n.to_string()).unwrap_or_default()
+}
+
+#[derive(Default)]
+struct MemStatus {
+    peak_rss: u64,
+    rss_anon: u64,
+    rss_file: u64,
+}
+
+impl MemStatus {
+    /// From /proc/self/status (Linux/Android); zeros elsewhere.
+    fn read() -> Self {
+        let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        MemStatus { peak_rss: field("VmHWM:"), rss_anon: field("RssAnon:"), rss_file: field("RssFile:") }
+    }
+}
+
+/// Read bandwidth with the current pool's threads: each sums its share of a 1 GiB buffer
+/// (larger than any cache); best of 5 passes.
+fn measure_read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    const BYTES: usize = 1 << 30;
+    let buf: Vec<u64> = (0..BYTES / 8).into_par_iter().map(|i| i as u64).collect();
+    let per = buf.len() / rayon::current_num_threads().max(1);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let s: u64 = buf.par_chunks(per.max(1)).map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x))).sum();
+        let dt = t0.elapsed().as_secs_f64();
+        std::hint::black_box(s);
+        best = best.max(BYTES as f64 / dt);
+    }
+    best
+}
