@@ -107,7 +107,8 @@ pub fn run(a: Args) -> Result<()> {
                     continue;
                 }
                 prefill_tps(&model, &mut cache, p.min(64), 512)?; // warm-up
-                let samples = (0..a.repetitions).map(|_| prefill_tps(&model, &mut cache, p, 512)).collect::<Result<_>>()?;
+                let samples =
+                    (0..a.repetitions).map(|_| prefill_tps(&model, &mut cache, p, 512)).collect::<Result<_>>()?;
                 lines.push(Line { test: format!("pp{p}"), threads: nt, samples });
             }
             for &n in &a.n_gen {

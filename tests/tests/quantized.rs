@@ -49,7 +49,10 @@ fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
             let (lq, ld) = (prompt_logits(&mq, &g.input_ids), prompt_logits(&md, &g.input_ids));
             let err = max_diff(&lq, &ld);
             let rms = (ld.iter().map(|v| v * v).sum::<f32>() / ld.len() as f32).sqrt();
-            println!("{name:<16} {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.2})", preset.name());
+            println!(
+                "{name:<16} {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.2})",
+                preset.name()
+            );
             assert!(err <= ACT_QUANT_BOUND, "{name} {}: {err}", preset.name());
         }
     }
@@ -87,7 +90,8 @@ fn quality_against_reference_per_fixture_and_format() {
 fn padding_n_inner_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let g = golden("tiny");
-    let base = prompt_logits(&Model::load(convert_fixture("tiny", Preset::F32, None, tmp.path())).unwrap(), &g.input_ids);
+    let base =
+        prompt_logits(&Model::load(convert_fixture("tiny", Preset::F32, None, tmp.path())).unwrap(), &g.input_ids);
     for pad in [32, 256] {
         let model = Model::load(convert_fixture("tiny", Preset::F32, Some(pad), tmp.path())).unwrap();
         assert_eq!(model.hparams.n_inner, 170usize.div_ceil(pad) * pad);

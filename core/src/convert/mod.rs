@@ -100,7 +100,9 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         let want = s.hf_shape();
         let found = ckpt.shape(&s.hf_name).ok_or_else(|| ConvertError::MissingTensor(s.hf_name.clone()))?;
         if found != want.as_slice() {
-            return Err(ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into());
+            return Err(
+                ConvertError::TensorShape { tensor: s.hf_name.clone(), expected: want, found: found.to_vec() }.into()
+            );
         }
     }
     hp.name = model_name(dir, &hp);

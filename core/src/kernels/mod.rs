@@ -2,6 +2,10 @@
 //! from CPU features: a binary built for x86_64 or aarch64 runs everywhere and uses the best
 //! instructions the CPU has. Kernels see slices and blocks only, never the model.
 
+// Tile loops index several register arrays in lockstep (rows x tokens), and gemm entry points
+// take the full geometry; the lints' suggested rewrites would obscure both.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -12,7 +16,8 @@ use std::sync::OnceLock;
 
 /// `out[r * ldo + t] = dot(weight row r, token t)` for `rows` weight rows of `nbw` blocks and
 /// `toks` token rows of `nbx` activation blocks (`nbx` = 32-wide blocks per row).
-pub type GemmFn<B> = fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
+pub type GemmFn<B> =
+    fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
 
 /// One instruction set's implementation of every kernel.
 pub struct Kernels {
@@ -28,15 +33,42 @@ pub struct Kernels {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn scalar_gemm_q4_0(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+fn scalar_gemm_q4_0(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    r: usize,
+    t: usize,
+    o: &mut [f32],
+    ldo: usize,
+) {
     generic::gemm(generic::dot_q4_0, w, nbw, x, nbx, r, t, o, ldo)
 }
 #[allow(clippy::too_many_arguments)]
-fn scalar_gemm_q8_0(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+fn scalar_gemm_q8_0(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    r: usize,
+    t: usize,
+    o: &mut [f32],
+    ldo: usize,
+) {
     generic::gemm(generic::dot_q8_0, w, nbw, x, nbx, r, t, o, ldo)
 }
 #[allow(clippy::too_many_arguments)]
-fn scalar_gemm_q4k(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, r: usize, t: usize, o: &mut [f32], ldo: usize) {
+fn scalar_gemm_q4k(
+    w: &[BlockQ4K],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    r: usize,
+    t: usize,
+    o: &mut [f32],
+    ldo: usize,
+) {
     generic::gemm(generic::dot_q4k, w, nbw, x, nbx, r, t, o, ldo)
 }
 
@@ -56,9 +88,7 @@ pub static SCALAR: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = x86::avx2() {
-        v.push(k);
-    }
+    v.extend([x86::avx2(), x86::avx_vnni()].into_iter().flatten());
     v
 }
 

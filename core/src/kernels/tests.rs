@@ -116,7 +116,10 @@ fn gemm_q4_0_matches_scalar() {
 fn gemm_q8_0_matches_scalar() {
     let mut make = |rng: &mut ChaCha8Rng, n: usize| {
         (0..n)
-            .map(|_| BlockQ8_0 { delta: f16_scale(rng), quants: std::array::from_fn(|_| rng.random_range(-128i16..=127) as i8) })
+            .map(|_| BlockQ8_0 {
+                delta: f16_scale(rng),
+                quants: std::array::from_fn(|_| rng.random_range(-128i16..=127) as i8),
+            })
             .collect::<Vec<_>>()
     };
     let mag = |w: &[BlockQ8_0], x: &[BlockQ8A]| {
@@ -129,7 +132,12 @@ fn gemm_q8_0_matches_scalar() {
 fn gemm_q4k_matches_scalar() {
     let mut make = |rng: &mut ChaCha8Rng, n: usize| {
         (0..n)
-            .map(|_| BlockQ4K { d: f16_scale(rng), dmin: f16_scale(rng), scales: rng.random(), qs: std::array::from_fn(|_| rng.random()) })
+            .map(|_| BlockQ4K {
+                d: f16_scale(rng),
+                dmin: f16_scale(rng),
+                scales: rng.random(),
+                qs: std::array::from_fn(|_| rng.random()),
+            })
             .collect::<Vec<_>>()
     };
     let mag = |w: &[BlockQ4K], x: &[BlockQ8A]| {
@@ -137,7 +145,9 @@ fn gemm_q4k_matches_scalar() {
             .zip(x.chunks_exact(8))
             .map(|(w, xs)| {
                 let (d, m) = (w.d.to_f32().abs() as f64, w.dmin.to_f32().abs() as f64);
-                xs.iter().map(|x| (d * 63.0 * 32.0 * 15.0 * 127.0 + m * 63.0 * 32.0 * 127.0) * x.d.abs() as f64).sum::<f64>()
+                xs.iter()
+                    .map(|x| (d * 63.0 * 32.0 * 15.0 * 127.0 + m * 63.0 * 32.0 * 127.0) * x.d.abs() as f64)
+                    .sum::<f64>()
             })
             .sum()
     };

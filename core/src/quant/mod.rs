@@ -48,10 +48,9 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
         GgmlType::F32 => out.iter_mut().zip(bytes.chunks_exact(4)).for_each(|(o, b)| {
             *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }),
-        GgmlType::F16 => out
-            .iter_mut()
-            .zip(bytes.chunks_exact(2))
-            .for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        GgmlType::F16 => {
+            out.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32())
+        }
         GgmlType::Q4_0 => {
             for (b, o) in as_blocks::<BlockQ4_0>(bytes).unwrap_or(&[]).iter().zip(out.chunks_exact_mut(QK)) {
                 o.copy_from_slice(&Quantize::<f32, QK>::dequantize(b));

@@ -21,10 +21,17 @@ pub fn avx2() -> Option<&'static Kernels> {
     ok.then_some(&AVX2)
 }
 
+/// AVX2 plus AVX-VNNI (`vpdpbusd` on 256-bit registers: Alder Lake, Zen 4 and later).
+pub fn avx_vnni() -> Option<&'static Kernels> {
+    (avx2().is_some() && is_x86_feature_detected!("avxvnni")).then_some(&AVX_VNNI)
+}
+
+static AVX_VNNI: Kernels = Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, ..AVX2 };
+
 static AVX2: Kernels = Kernels {
     isa: "avx2",
     quantize_q8a,
-    gemm_q4_0,
+    gemm_q4_0: gemm_q4_0_avx2,
     gemm_q8_0,
     gemm_q4k,
     dot_f32,
@@ -42,19 +49,63 @@ fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_q4_0(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0_avx2(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    unsafe { gemm_q4_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+    assert!(nbx >= nbw);
+    unsafe { super::q4_0::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_q8_0(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0_vnni(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw);
+    unsafe { super::q4_0::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q8_0(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     unsafe { gemm_q8_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_q4k(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4k(
+    w: &[BlockQ4K],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     assert!(nbx >= nbw * 8);
     unsafe { gemm_q4k_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
@@ -91,7 +142,7 @@ fn check_gemm(wl: usize, nbw: usize, xl: usize, nbx: usize, rows: usize, toks: u
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_ps(v: __m256) -> f32 {
+pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
@@ -175,56 +226,16 @@ macro_rules! drive_tiles {
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q4_0_impl(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
-    drive_tiles!(tile_q4_0, w, nbw, x, nbx, rows, toks, out, ldo)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_0<const R: usize, const T: usize>(
-    w: &[BlockQ4_0],
+unsafe fn gemm_q8_0_impl(
+    w: &[BlockQ8_0],
     nbw: usize,
-    r0: usize,
     x: &[BlockQ8A],
     nbx: usize,
-    t0: usize,
+    rows: usize,
+    toks: usize,
     out: &mut [f32],
     ldo: usize,
 ) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let eight = _mm256_set1_epi8(8);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for b in 0..nbw {
-        let mut wq = [_mm256_setzero_si256(); R];
-        let mut dw = [0f32; R];
-        for r in 0..R {
-            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
-            let raw = unsafe { _mm_loadu_si128(blk.quants.as_ptr().cast()) };
-            wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-            dw[r] = f16_to_f32(blk.delta);
-        }
-        for t in 0..T {
-            let xb = unsafe { x.get_unchecked((t0 + t) * nbx + b) };
-            let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
-            let x8 = _mm256_maddubs_epi16(eight, xq);
-            for r in 0..R {
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], xq), x8);
-                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * xb.d), acc[r][t]);
-            }
-        }
-    }
-    for r in 0..R {
-        for t in 0..T {
-            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) };
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q8_0_impl(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
     drive_tiles!(tile_q8_0, w, nbw, x, nbx, rows, toks, out, ldo)
 }
 
@@ -272,7 +283,16 @@ unsafe fn tile_q8_0<const R: usize, const T: usize>(
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q4k_impl(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_q4k_impl(
+    w: &[BlockQ4K],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     drive_tiles!(tile_q4k, w, nbw, x, nbx, rows, toks, out, ldo)
 }
 
@@ -316,7 +336,8 @@ unsafe fn tile_q4k<const R: usize, const T: usize>(
             for t in 0..T {
                 let x0 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c) };
                 let x1 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c + 1) };
-                let (q0, q1) = unsafe { (_mm256_loadu_si256(x0.qs.as_ptr().cast()), _mm256_loadu_si256(x1.qs.as_ptr().cast())) };
+                let (q0, q1) =
+                    unsafe { (_mm256_loadu_si256(x0.qs.as_ptr().cast()), _mm256_loadu_si256(x1.qs.as_ptr().cast())) };
                 for r in 0..R {
                     let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], q0), ones));
                     let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], q1), ones));
@@ -341,7 +362,8 @@ unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 32 <= n {
         for (k, acc) in acc.iter_mut().enumerate() {
-            let (pa, pb) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * k)), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k))) };
+            let (pa, pb) =
+                unsafe { (_mm256_loadu_ps(a.as_ptr().add(i + 8 * k)), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k))) };
             *acc = _mm256_fmadd_ps(pa, pb, *acc);
         }
         i += 32;
@@ -366,7 +388,10 @@ unsafe fn dot_f16_impl(a: &[f16], b: &[f32]) -> f32 {
     while i + 16 <= n {
         for (k, acc) in acc.iter_mut().enumerate() {
             let (pa, pb) = unsafe {
-                (_mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * k).cast())), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)))
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * k).cast())),
+                    _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)),
+                )
             };
             *acc = _mm256_fmadd_ps(pa, pb, *acc);
         }
