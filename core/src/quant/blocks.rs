@@ -57,7 +57,7 @@ unsafe impl Block for BlockQ4K {}
 /// pointer is misaligned (the loader guarantees neither happens for tensor rows).
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         return None;
     }
     // SAFETY: length and alignment checked; B is valid for any bit pattern (Block contract).
