@@ -46,6 +46,9 @@ pub struct Args {
     /// Keep going past the end-of-text token
     #[arg(long)]
     ignore_eos: bool,
+    /// Worker threads (0 = one per physical core)
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
 }
 
 fn parse_ids(s: &str) -> pocketlm_core::Result<Vec<u32>> {
@@ -57,6 +60,10 @@ fn parse_ids(s: &str) -> pocketlm_core::Result<Vec<u32>> {
 }
 
 pub fn run(a: Args) -> pocketlm_core::Result<()> {
+    pocketlm_core::threads::pool(a.threads)?.install(|| generate(a))
+}
+
+fn generate(a: Args) -> pocketlm_core::Result<()> {
     let model = Arc::new(Model::load(&a.model)?);
     let mut session = Session::new(
         model.clone(),

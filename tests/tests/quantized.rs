@@ -101,3 +101,29 @@ fn padding_n_inner_is_exact() {
         assert!(err <= 1e-5, "padding to {pad} changed logits by {err}");
     }
 }
+
+/// Q4_K needs rows of 256: the fixtures (64/96 wide) fall back to Q8_0, so the Q4_K kernels
+/// are checked end to end on a synthetic model of btlm-small's shape (n_embd 256, n_inner 682
+/// padded to 768), against its own dequantized weights.
+#[test]
+fn q4_k_engine_matches_dequantized_on_a_256_wide_model() {
+    use pocketlm_core::convert::synth::synth;
+    use pocketlm_core::tokenizer::TokenizerSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = TokenizerSpec::from_hf_json(&std::fs::read_to_string(tokenizer_json()).unwrap()).unwrap();
+    let ids: Vec<u32> = (0..40).map(|i| (i * 977 + 13) % 50257).collect();
+    for preset in [Preset::Q4K, Preset::Q4_0, Preset::Q8_0] {
+        let q = tmp.path().join(format!("small-{}.gguf", preset.name()));
+        synth("btlm-small", preset, 5, &spec, &q, &mut |_| {}).unwrap();
+        let mq = Model::load(&q).unwrap();
+        let types: std::collections::BTreeSet<_> = mq.file.header.tensors.iter().map(|t| t.ty.name()).collect();
+        assert!(types.contains(preset.name().to_uppercase().as_str()), "{types:?}");
+        let md = dequantized(&q, tmp.path());
+        let (lq, ld) = (prompt_logits(&mq, &ids), prompt_logits(&md, &ids));
+        let err = max_diff(&lq, &ld);
+        let rms = (ld.iter().map(|v| v * v).sum::<f32>() / ld.len() as f32).sqrt();
+        println!("btlm-small {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.3})", preset.name());
+        // Relative to this model's logit scale, the same budget as the fixtures (0.08 / 0.2).
+        assert!(err <= 0.4 * rms, "{}: {err} vs rms {rms}", preset.name());
+    }
+}
