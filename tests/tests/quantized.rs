@@ -122,7 +122,10 @@ fn q4_k_engine_matches_dequantized_on_a_256_wide_model() {
         let (lq, ld) = (prompt_logits(&mq, &ids), prompt_logits(&md, &ids));
         let err = max_diff(&lq, &ld);
         let rms = (ld.iter().map(|v| v * v).sum::<f32>() / ld.len() as f32).sqrt();
-        println!("btlm-small {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.3})", preset.name());
+        println!(
+            "btlm-small {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.3})",
+            preset.name()
+        );
         // Relative to this model's logit scale, the same budget as the fixtures (0.08 / 0.2).
         assert!(err <= 0.4 * rms, "{}: {err} vs rms {rms}", preset.name());
     }

@@ -88,7 +88,7 @@ pub static SCALAR: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
-    v.extend([x86::avx2(), x86::avx_vnni()].into_iter().flatten());
+    v.extend([x86::avx2(), x86::avx_vnni(), x86::avx512_vnni()].into_iter().flatten());
     v
 }
 

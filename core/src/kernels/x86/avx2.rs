@@ -28,6 +28,20 @@ pub fn avx_vnni() -> Option<&'static Kernels> {
 
 static AVX_VNNI: Kernels = Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, ..AVX2 };
 
+/// AVX2 code paths compiled for AVX-512 VNNI + VL (Ice Lake, Zen 4 and later): 256-bit
+/// `vpdpbusd` with 32 vector registers.
+pub fn avx512_vnni() -> Option<&'static Kernels> {
+    let ok = ["avx512f", "avx512vl", "avx512bw", "avx512vnni"].iter().all(|f| match *f {
+        "avx512f" => is_x86_feature_detected!("avx512f"),
+        "avx512vl" => is_x86_feature_detected!("avx512vl"),
+        "avx512bw" => is_x86_feature_detected!("avx512bw"),
+        _ => is_x86_feature_detected!("avx512vnni"),
+    });
+    (avx2().is_some() && ok).then_some(&AVX512_VNNI)
+}
+
+static AVX512_VNNI: Kernels = Kernels { isa: "avx512-vnni", gemm_q4_0: gemm_q4_0_avx512, ..AVX2 };
+
 static AVX2: Kernels = Kernels {
     isa: "avx2",
     quantize_q8a,
@@ -62,6 +76,21 @@ fn gemm_q4_0_avx2(
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     assert!(nbx >= nbw);
     unsafe { super::q4_0::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+fn gemm_q4_0_avx512(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw);
+    unsafe { super::q4_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 #[allow(clippy::too_many_arguments)]

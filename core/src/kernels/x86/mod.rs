@@ -3,4 +3,4 @@
 pub mod avx2;
 mod q4_0;
 
-pub use avx2::{avx2, avx_vnni};
+pub use avx2::{avx2, avx512_vnni, avx_vnni};
