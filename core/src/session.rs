@@ -6,7 +6,7 @@ use crate::kv_cache::{KvCache, KvType};
 use crate::model::{Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,8 @@ pub struct Session {
     last_logits: Option<Vec<f32>>,
     n_batch: usize,
     cancel: CancelHandle,
+    /// `tokens.len()`, readable from other threads while a generation runs.
+    count: Arc<AtomicUsize>,
 }
 
 /// What a generation step produced, for the callback.
@@ -121,6 +123,7 @@ impl Session {
             last_logits: None,
             n_batch: opts.n_batch.max(1),
             cancel: CancelHandle::default(),
+            count: Arc::default(),
         })
     }
 
@@ -137,11 +140,17 @@ impl Session {
         self.cancel.clone()
     }
 
+    /// A live view of the conversation's token count, for other threads (UIs, bindings).
+    pub fn token_count_handle(&self) -> Arc<AtomicUsize> {
+        self.count.clone()
+    }
+
     /// Forgets the conversation; the cache memory is kept for reuse.
     pub fn reset(&mut self) {
         self.cache.clear();
         self.tokens.clear();
         self.last_logits = None;
+        self.count.store(0, Ordering::Relaxed);
     }
 
     /// Feeds prompt tokens as one logical call (chunked by `n_batch`); returns the logits after
@@ -162,6 +171,7 @@ impl Session {
             match self.model.forward(&mut self.cache, chunk, n_keys, want, &|| cancel.is_cancelled())? {
                 Ok(logits) => {
                     self.tokens.extend_from_slice(chunk);
+                    self.count.store(self.tokens.len(), Ordering::Relaxed);
                     if want == Logits::Last {
                         self.last_logits = Some(logits);
                     }

@@ -156,3 +156,37 @@ fn header_parser_survives_truncation_and_random_corruption() {
     println!("{errors} of 3000 corrupted headers rejected, the rest parsed without panicking");
     assert!(errors > 0);
 }
+
+/// Regressions from fuzzing: counts in a file must never be trusted for allocation. These
+/// files claim millions of metadata entries or array elements; parsing must fail cleanly (an
+/// abort on allocation failure would kill the app).
+#[test]
+fn hostile_counts_are_errors_not_allocations() {
+    let mut arr = b"GGUF".to_vec();
+    arr.extend_from_slice(&3u32.to_le_bytes());
+    arr.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    arr.extend_from_slice(&1u64.to_le_bytes()); // one key
+    arr.extend_from_slice(&1u64.to_le_bytes());
+    arr.push(b'a');
+    arr.extend_from_slice(&9u32.to_le_bytes()); // array
+    arr.extend_from_slice(&10u32.to_le_bytes()); // of u64
+    arr.extend_from_slice(&5_000_000u64.to_le_bytes());
+    arr.resize(arr.len() + 5_000_000 * 8, 0);
+    let err = GgufHeader::parse(&arr).unwrap_err();
+    assert!(matches!(&err, GgufError::InvalidValue { key, .. } if key == "a"), "{err:?}");
+
+    let mut kvs = b"GGUF".to_vec();
+    kvs.extend_from_slice(&3u32.to_le_bytes());
+    kvs.extend_from_slice(&0u64.to_le_bytes());
+    kvs.extend_from_slice(&1_000_000u64.to_le_bytes());
+    kvs.resize(kvs.len() + 12_000_000, 0);
+    assert!(GgufHeader::parse(&kvs).is_err());
+}
+
+#[test]
+fn absurd_shapes_in_config_are_refused() {
+    let cfg =
+        r#"{"model_type":"btlm","n_embd":2147483647,"n_head":2147483647,"n_layer":1,"n_positions":1,"vocab_size":1}"#;
+    let err = pocketlm_core::convert::parse_config(cfg).unwrap_err().to_string();
+    assert!(err.contains("n_head"), "{err}");
+}

@@ -81,13 +81,12 @@ pub fn parse_config(json: &str) -> Result<HfConfig, ConvertError> {
 
     let n_embd = get_usize(c, "n_embd")?;
     let n_head = get_usize(c, "n_head")?;
-    if n_embd % n_head != 0 {
-        return Err(key_err("n_head", format!("{n_head} does not divide n_embd {n_embd}")));
-    }
+    let n_layer = get_usize(c, "n_layer")?;
     let n_inner = match c.get("n_inner") {
         None | Some(Value::Null) => 4 * n_embd, // GPT-2's default
         Some(_) => get_usize(c, "n_inner")?,
     };
+    crate::model::hparams::check_shape(n_embd, n_head, n_layer, n_inner).map_err(|(k, why)| key_err(k, why))?;
     let d = (n_embd / n_head) as f64;
 
     let emb_scale = first_f64(c, &["mup_embeddings_scale", "embeddings_scale"])?.unwrap_or(1.0);
@@ -157,7 +156,7 @@ pub fn parse_config(json: &str) -> Result<HfConfig, ConvertError> {
             n_vocab: get_usize(c, "vocab_size")?,
             n_ctx_train: get_usize(c, "n_positions")?,
             n_embd,
-            n_layer: get_usize(c, "n_layer")?,
+            n_layer,
             n_head,
             n_inner,
             n_inner_original: n_inner,

@@ -15,6 +15,13 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: u32 = 4;
 /// Dimensions a tensor may have in GGML.
 const MAX_DIMS: u32 = 4;
+/// Upper bound on metadata array elements in a file, all arrays together. Each parsed value
+/// takes ~32 bytes, so a hostile count must not be trusted: real vocabularies (tokens, merges,
+/// types) total about 1 M elements; this allows 4x that (at most ~128 MiB parsed).
+const MAX_META_ELEMENTS: u64 = 1 << 22;
+/// Capacity reserved up front for any list whose length comes from the file; it grows as
+/// elements are actually read, so a lying count cannot make us reserve memory.
+const MAX_RESERVE: usize = 4096;
 
 /// A tensor's entry in the header, with its byte range already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +56,8 @@ pub struct GgufHeader {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata array elements parsed so far (see MAX_META_ELEMENTS).
+    elements: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -118,7 +127,14 @@ fn read_value(c: &mut Cursor, ty: u32, key: &str, depth: u32) -> Result<MetaValu
             if len > c.remaining() {
                 return Err(truncated(&what));
             }
-            let mut items = Vec::with_capacity(len as usize);
+            c.elements += len;
+            if c.elements > MAX_META_ELEMENTS {
+                return Err(GgufError::InvalidValue {
+                    key: key.into(),
+                    why: format!("metadata arrays hold more than {MAX_META_ELEMENTS} elements in total"),
+                });
+            }
+            let mut items = Vec::with_capacity((len as usize).min(MAX_RESERVE));
             for _ in 0..len {
                 items.push(read_value(c, elem_ty, key, depth + 1)?);
             }
@@ -135,7 +151,7 @@ impl GgufHeader {
     /// Parses a GGUF header from the start of `file` (the whole file: its length bounds every
     /// tensor's byte range).
     pub fn parse(file: &[u8]) -> Result<Self, GgufError> {
-        let mut c = Cursor { buf: file, pos: 0 };
+        let mut c = Cursor { buf: file, pos: 0, elements: 0 };
         let magic: [u8; 4] = c.array(&|| "magic".into())?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic { found: magic });
@@ -154,8 +170,8 @@ impl GgufHeader {
             return Err(truncated(&|| format!("{n_tensors} tensor entries")));
         }
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity((n_kv as usize).min(MAX_RESERVE));
+        let mut index = HashMap::with_capacity((n_kv as usize).min(MAX_RESERVE));
         for i in 0..n_kv {
             let key = c.string(&|| format!("metadata key #{i}"))?;
             let ty = c.u32(&|| format!("type of metadata key {key:?}"))?;
@@ -179,8 +195,8 @@ impl GgufHeader {
             },
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        let mut names = HashMap::with_capacity(n_tensors as usize);
+        let mut tensors = Vec::with_capacity((n_tensors as usize).min(MAX_RESERVE));
+        let mut names = HashMap::with_capacity((n_tensors as usize).min(MAX_RESERVE));
         for i in 0..n_tensors {
             let name = c.string(&|| format!("name of tensor #{i}"))?;
             let w = || format!("entry of tensor {name:?}");

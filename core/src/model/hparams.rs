@@ -6,6 +6,30 @@ use crate::gguf::{GgufHeader, MetaValue};
 
 pub const ARCH: &str = "btlm";
 
+/// Sanity limits on the shape, far above any real BTLM (3B: 32 heads, 2560 wide, 32 layers),
+/// so that a hostile file cannot make the loader compute or allocate absurd amounts
+/// (ALiBi slopes are per head; activations are per n_embd/n_inner).
+pub const MAX_HEADS: usize = 4096;
+pub const MAX_WIDTH: usize = 1 << 20;
+pub const MAX_LAYERS: usize = 4096;
+
+/// Checks the shape against [`MAX_HEADS`], [`MAX_WIDTH`], [`MAX_LAYERS`]: `Err((key, why))`.
+pub fn check_shape(n_embd: usize, n_head: usize, n_layer: usize, n_inner: usize) -> Result<(), (&'static str, String)> {
+    if n_head == 0 || n_head > MAX_HEADS {
+        return Err(("n_head", format!("{n_head} heads (1 to {MAX_HEADS} supported)")));
+    }
+    if n_embd > MAX_WIDTH || n_inner > MAX_WIDTH {
+        return Err(("n_embd/n_inner", format!("{n_embd}/{n_inner} wide (at most {MAX_WIDTH})")));
+    }
+    if n_layer > MAX_LAYERS {
+        return Err(("n_layer", format!("{n_layer} layers (at most {MAX_LAYERS})")));
+    }
+    if n_embd % n_head != 0 {
+        return Err(("n_head", format!("{n_head} heads do not divide n_embd {n_embd}")));
+    }
+    Ok(())
+}
+
 pub mod keys {
     pub const ARCHITECTURE: &str = "general.architecture";
     pub const NAME: &str = "general.name";
@@ -102,9 +126,14 @@ impl HParams {
         let n_layer = req_usize(h, keys::BLOCK_COUNT)?;
         let n_inner = req_usize(h, keys::FEED_FORWARD_LENGTH)?;
         let n_ctx_train = req_usize(h, keys::CONTEXT_LENGTH)?;
-        if n_embd % n_head != 0 {
-            return Err(invalid(keys::HEAD_COUNT, format!("{n_head} heads do not divide n_embd {n_embd}")));
-        }
+        check_shape(n_embd, n_head, n_layer, n_inner).map_err(|(k, why)| {
+            let key = match k {
+                "n_head" => keys::HEAD_COUNT,
+                "n_layer" => keys::BLOCK_COUNT,
+                _ => keys::EMBEDDING_LENGTH,
+            };
+            invalid(key, why)
+        })?;
         let n_inner_original = match h.get(keys::FEED_FORWARD_LENGTH_ORIGINAL) {
             None => n_inner,
             Some(_) => req_usize(h, keys::FEED_FORWARD_LENGTH_ORIGINAL)?,

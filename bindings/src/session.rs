@@ -1,0 +1,235 @@
+//! `Session`: one conversation. Generation streams text to a `TokenStream` the app implements;
+//! `cancel()` stops it from any thread between layers or tokens. Concurrent calls on one
+//! session are refused with `Busy` instead of blocking.
+
+use crate::error::PocketLmError;
+use crate::guard;
+use crate::model::Model;
+use pocketlm_core::sampling::SamplingParams;
+use pocketlm_core::session::{self as core, CancelHandle};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum KvCacheType {
+    F16,
+    F32,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SessionOptions {
+    /// Tokens of context (prompt + answer), allocated up front.
+    #[uniffi(default = 2048)]
+    pub context_size: u32,
+    /// None = F16 (half the memory of F32, same answers in practice).
+    #[uniffi(default = None)]
+    pub kv_cache_type: Option<KvCacheType>,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct GenerateOptions {
+    #[uniffi(default = 256)]
+    pub max_tokens: u32,
+    /// 0 = greedy.
+    #[uniffi(default = 0.8)]
+    pub temperature: f32,
+    #[uniffi(default = 40)]
+    pub top_k: u32,
+    #[uniffi(default = 0.95)]
+    pub top_p: f32,
+    #[uniffi(default = 0.05)]
+    pub min_p: f32,
+    #[uniffi(default = 1.0)]
+    pub repeat_penalty: f32,
+    #[uniffi(default = 0xC0FFEE)]
+    pub seed: u64,
+    /// Generation stops before any of these texts; they are not streamed.
+    #[uniffi(default = [])]
+    pub stop: Vec<String>,
+    /// Stop at the end-of-text token.
+    #[uniffi(default = true)]
+    pub stop_at_end_of_text: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum StopReason {
+    MaxTokens,
+    EndOfText,
+    StopString,
+    Cancelled,
+    ContextFull,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct GenerationStats {
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub prompt_tokens_per_second: f64,
+    pub generation_tokens_per_second: f64,
+    pub stop_reason: StopReason,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct GenerationResult {
+    pub token_ids: Vec<u32>,
+    pub stats: GenerationStats,
+}
+
+/// Implemented by the app: receives the answer as it is generated.
+#[uniffi::export(foreign)]
+pub trait TokenStream: Send + Sync {
+    /// One piece of text: always whole UTF-8 characters.
+    fn on_text(&self, text: String);
+    /// Called once at the end, whatever the reason.
+    fn on_finish(&self, stats: GenerationStats);
+}
+
+#[derive(uniffi::Object)]
+pub struct Session {
+    inner: Mutex<core::Session>,
+    cancel: CancelHandle,
+    pool: Arc<rayon::ThreadPool>,
+    /// Tokens in the conversation, readable while a generation runs.
+    count: Arc<AtomicUsize>,
+}
+
+impl Session {
+    pub(crate) fn create(model: &Model, o: SessionOptions) -> Result<Session, PocketLmError> {
+        let opts = core::SessionOptions {
+            n_ctx: o.context_size as usize,
+            kv_type: match o.kv_cache_type.unwrap_or(KvCacheType::F16) {
+                KvCacheType::F16 => pocketlm_core::KvType::F16,
+                KvCacheType::F32 => pocketlm_core::KvType::F32,
+            },
+            mem_budget: model.budget,
+            ..Default::default()
+        };
+        let inner = core::Session::new(model.inner.clone(), &opts)?;
+        let cancel = inner.cancel_handle();
+        let count = inner.token_count_handle();
+        Ok(Session { inner: Mutex::new(inner), cancel, pool: model.pool.clone(), count })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, core::Session>, PocketLmError> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            // A panic inside a previous call was caught; the session state is still consistent
+            // (the cache length only advances after a whole forward pass).
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                Err(PocketLmError::Busy { message: "another call is running on this session".into() })
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        prompt: Prompt,
+        options: GenerateOptions,
+        stream: Option<Arc<dyn TokenStream>>,
+    ) -> Result<GenerationResult, PocketLmError> {
+        let mut guard = self.lock()?;
+        let s: &mut core::Session = &mut guard;
+        let opts = core_options(&options);
+        let mut ids = Vec::new();
+        let result = self.pool.install(|| match prompt {
+            Prompt::Text(text) => s.generate(&text, &opts, &mut |piece| {
+                if let Some(st) = &stream {
+                    st.on_text(piece.to_string());
+                }
+            }),
+            Prompt::Ids(p) => s.generate_ids(&p, &opts, &mut |id| {
+                ids.push(id);
+                true
+            }),
+        });
+        let stats = convert_stats(&result?);
+        if let Some(st) = &stream {
+            st.on_finish(stats.clone());
+        }
+        if ids.is_empty() {
+            ids = s.tokens()[s.tokens().len() - stats.generated_tokens as usize..].to_vec();
+        }
+        Ok(GenerationResult { token_ids: ids, stats })
+    }
+}
+
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+#[uniffi::export]
+impl Session {
+    /// Generates an answer to `prompt` (appended to the conversation), streaming text to
+    /// `stream`. Blocks until done: call it from a background thread.
+    pub fn generate(
+        &self,
+        prompt: String,
+        options: GenerateOptions,
+        stream: Arc<dyn TokenStream>,
+    ) -> Result<GenerationStats, PocketLmError> {
+        guard(|| self.run(Prompt::Text(prompt), options, Some(stream)).map(|r| r.stats))
+    }
+
+    /// Like `generate`, with the prompt as token ids and the generated ids returned.
+    pub fn generate_ids(&self, prompt: Vec<u32>, options: GenerateOptions) -> Result<GenerationResult, PocketLmError> {
+        guard(|| self.run(Prompt::Ids(prompt), options, None))
+    }
+
+    /// Stops a running generation (prompt or answer) as soon as the current layer finishes.
+    /// Safe from any thread; a no-op when nothing runs.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Tokens in the conversation so far (prompt and generated), updated during generation.
+    pub fn token_count(&self) -> u32 {
+        self.count.load(Ordering::Relaxed) as u32
+    }
+
+    pub fn context_size(&self) -> u32 {
+        self.lock().map(|s| s.n_ctx() as u32).unwrap_or(0)
+    }
+
+    /// Forgets the conversation (keeps the memory).
+    pub fn reset(&self) -> Result<(), PocketLmError> {
+        guard(|| {
+            self.lock()?.reset();
+            Ok(())
+        })
+    }
+}
+
+fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
+    core::GenerateOptions {
+        max_tokens: o.max_tokens as usize,
+        sampling: SamplingParams {
+            temperature: o.temperature,
+            top_k: o.top_k as usize,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            seed: o.seed,
+            ..SamplingParams::default()
+        },
+        stop: o.stop.clone(),
+        stop_at_eos: o.stop_at_end_of_text,
+    }
+}
+
+fn convert_stats(s: &core::GenerationStats) -> GenerationStats {
+    GenerationStats {
+        prompt_tokens: s.prompt_tokens as u32,
+        generated_tokens: s.generated_tokens as u32,
+        prompt_tokens_per_second: s.prompt_tokens_per_s(),
+        generation_tokens_per_second: s.generation_tokens_per_s(),
+        stop_reason: match s.stop_reason {
+            core::StopReason::MaxTokens => StopReason::MaxTokens,
+            core::StopReason::EndOfText => StopReason::EndOfText,
+            core::StopReason::StopString => StopReason::StopString,
+            core::StopReason::Cancelled => StopReason::Cancelled,
+            core::StopReason::ContextFull => StopReason::ContextFull,
+        },
+    }
+}
