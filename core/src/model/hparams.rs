@@ -24,7 +24,7 @@ pub fn check_shape(n_embd: usize, n_head: usize, n_layer: usize, n_inner: usize)
     if n_layer > MAX_LAYERS {
         return Err(("n_layer", format!("{n_layer} layers (at most {MAX_LAYERS})")));
     }
-    if n_embd % n_head != 0 {
+    if !n_embd.is_multiple_of(n_head) {
         return Err(("n_head", format!("{n_head} heads do not divide n_embd {n_embd}")));
     }
     Ok(())
