@@ -7,6 +7,8 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod generic;
+#[cfg(target_arch = "aarch64")]
+pub mod arm;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -89,6 +91,8 @@ pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
     v.extend([x86::avx2(), x86::avx_vnni(), x86::avx512_vnni()].into_iter().flatten());
+    #[cfg(target_arch = "aarch64")]
+    v.extend([arm::neon(), arm::dotprod(), arm::i8mm()].into_iter().flatten());
     v
 }
 

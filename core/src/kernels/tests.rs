@@ -11,6 +11,8 @@ use rand_chacha::ChaCha8Rng;
 
 fn simd_sets() -> Vec<&'static Kernels> {
     let sets: Vec<_> = available().into_iter().filter(|k| k.isa != "scalar").collect();
+    let names: Vec<&str> = sets.iter().map(|k| k.isa).collect();
+    println!("kernel sets tested against the scalar reference on this CPU: {names:?}");
     if sets.is_empty() {
         println!("NOTICE: no SIMD kernel set on this CPU ({}); only the scalar reference runs", std::env::consts::ARCH);
     }

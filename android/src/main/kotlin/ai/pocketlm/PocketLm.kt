@@ -1,0 +1,219 @@
+package ai.pocketlm
+
+import java.util.concurrent.atomic.AtomicBoolean
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.async
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.awaitClose
+import kotlinx.coroutines.channels.trySendBlocking
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.withContext
+import kotlinx.coroutines.withTimeoutOrNull
+import uniffi.pocketlm.GenerateOptions
+import uniffi.pocketlm.GenerationResult
+import uniffi.pocketlm.GenerationStats
+import uniffi.pocketlm.Model
+import uniffi.pocketlm.ModelInfo
+import uniffi.pocketlm.ModelOptions
+import uniffi.pocketlm.Session
+import uniffi.pocketlm.SessionOptions
+import uniffi.pocketlm.TokenStream
+
+/**
+ * A loaded BTLM model (GGUF): the idiomatic Kotlin face of the generated [uniffi.pocketlm.Model].
+ *
+ * The weights are memory-mapped, not copied, so one model can back many [PocketLmSession]s at
+ * once, from any threads. Options, records and errors are the generated types from
+ * `uniffi.pocketlm` ([ModelOptions], [SessionOptions], [GenerateOptions], [GenerationStats],
+ * [uniffi.pocketlm.PocketLmException]); this wrapper adds coroutines, `Flow` streaming and
+ * cancellation that cannot get lost.
+ *
+ * [close] releases the native model as soon as no call is using it, instead of whenever the
+ * garbage collector gets to it: a 3B model's mapping and worker threads are too big to leave to
+ * the GC. Sessions keep their own reference to the weights, so closing the model while sessions
+ * are open is safe; the memory goes when the last of them is closed.
+ */
+class PocketLmModel private constructor(private val native: Model) : AutoCloseable {
+    /** Name, architecture, size and shape, read once at load (it never changes). */
+    val info: ModelInfo = native.info()
+
+    /**
+     * Starts a new conversation with its own KV cache. The cache is allocated here, so a context
+     * that does not fit the model's memory budget fails now
+     * ([uniffi.pocketlm.PocketLmException.OutOfMemory]), not in the middle of a generation.
+     */
+    fun newSession(options: SessionOptions = SessionOptions()): PocketLmSession =
+        PocketLmSession(native.newSession(options))
+
+    /** Token ids of [text] with the model's own tokenizer. */
+    fun tokenize(text: String): List<UInt> = native.tokenize(text)
+
+    /** Text of [ids] (the inverse of [tokenize]). */
+    fun detokenize(ids: List<UInt>): String = native.detokenize(ids)
+
+    /** Frees the native model now (see the class comment); calling it twice is harmless. */
+    override fun close() = native.close()
+
+    companion object {
+        /**
+         * Opens the GGUF model at [path] on [Dispatchers.IO]: mapping the file and checking every
+         * tensor touches the disk, which must never happen on the main thread.
+         *
+         * @throws uniffi.pocketlm.PocketLmException.FileNotFound when [path] does not exist,
+         *   `.InvalidModel` when the file is truncated or corrupted, `.WrongArchitecture` when it
+         *   is a GGUF of another model family; each message names the file and the problem.
+         */
+        suspend fun load(path: String, options: ModelOptions = ModelOptions()): PocketLmModel =
+            withContext(Dispatchers.IO) { PocketLmModel(Model.load(path, options)) }
+    }
+}
+
+/**
+ * One conversation: prompts and answers accumulate in its KV cache until [reset].
+ *
+ * A session runs one generation at a time; a second concurrent call fails at once with
+ * [uniffi.pocketlm.PocketLmException.Busy] rather than queueing behind the first (queued
+ * generations would make a "stop" button unpredictable). Use one session per concurrent
+ * conversation; they share the model's weights.
+ *
+ * To stop a generation, cancel the coroutine that collects [generate] (or calls [generateIds]):
+ * the native generation stops within one token and the collection ends only once the native call
+ * has returned, so the session is immediately reusable.
+ */
+class PocketLmSession internal constructor(private val native: Session) : AutoCloseable {
+    private val closed = AtomicBoolean(false)
+
+    /**
+     * Statistics of the last generation that finished on this session (whatever the reason,
+     * including cancellation), or null before the first one.
+     */
+    @Volatile
+    var lastStats: GenerationStats? = null
+        private set
+
+    /** Tokens in the conversation (prompts and answers); it grows live during a generation. */
+    val tokenCount: Int
+        get() = native.tokenCount().toInt()
+
+    /**
+     * Streams the answer to [prompt] (appended to the conversation) as text pieces, each made of
+     * whole characters. The flow completes when generation stops (see [lastStats] for why),
+     * fails with [uniffi.pocketlm.PocketLmException] on error, and cancelling its collector
+     * stops the native generation.
+     *
+     * The blocking native call runs on [Dispatchers.IO]; pieces arrive from the native worker
+     * thread and are buffered without limit so that thread never waits for a slow collector
+     * (it is shared with the model's other sessions). Each collection starts a new generation.
+     */
+    fun generate(prompt: String, options: GenerateOptions = GenerateOptions()): Flow<String> =
+        callbackFlow {
+            val finished = AtomicBoolean(false)
+            val stream = object : TokenStream {
+                override fun onText(text: String) {
+                    // Must never throw into native code. A closed channel means the collector is
+                    // gone: stop generating text nobody reads.
+                    if (this@callbackFlow.trySendBlocking(text).isFailure) cancelNative()
+                }
+
+                override fun onFinish(stats: GenerationStats) {
+                    lastStats = stats
+                }
+            }
+            val call = launch(Dispatchers.IO) {
+                try {
+                    native.generate(prompt, options, stream)
+                    finished.set(true)
+                    channel.close()
+                } catch (e: Throwable) {
+                    finished.set(true)
+                    channel.close(e)
+                }
+            }
+            try {
+                awaitClose()
+            } finally {
+                // Collector cancelled before the native call returned.
+                if (!finished.get()) withContext(NonCancellable) { stopNative(call) }
+            }
+        }.buffer(Channel.UNLIMITED)
+
+    /**
+     * Generates from token ids ([prompt] is appended to the conversation) and returns the
+     * generated ids with their statistics (also in [lastStats], even when cancelled). Runs on
+     * [Dispatchers.IO]; cancelling the calling coroutine stops the native generation, and the
+     * cancellation completes only after it has stopped.
+     */
+    suspend fun generateIds(prompt: List<UInt>, options: GenerateOptions = GenerateOptions()): GenerationResult =
+        coroutineScope {
+            val finished = AtomicBoolean(false)
+            val call = async(Dispatchers.IO) {
+                try {
+                    // Recorded here, not by the caller: a cancelled caller never sees the result.
+                    native.generateIds(prompt, options).also { lastStats = it.stats }
+                } finally {
+                    finished.set(true)
+                }
+            }
+            try {
+                call.await()
+            } finally {
+                if (!finished.get()) withContext(NonCancellable) { stopNative(call) }
+            }
+        }
+
+    /** Same as the other [generateIds], for callers that hold ids as an [IntArray]. */
+    suspend fun generateIds(prompt: IntArray, options: GenerateOptions = GenerateOptions()): GenerationResult =
+        generateIds(prompt.map { it.toUInt() }, options)
+
+    /**
+     * Forgets the conversation but keeps the KV cache memory, which is cheaper than a new
+     * session. Fails with `Busy` while a generation runs.
+     */
+    fun reset() = native.reset()
+
+    /**
+     * Stops any running generation and frees the session's KV cache now, rather than when the
+     * garbage collector notices (it can be hundreds of MB). Calling it twice is harmless; any
+     * other call afterwards throws [IllegalStateException].
+     */
+    override fun close() {
+        if (closed.compareAndSet(false, true)) {
+            native.cancel()
+            native.close()
+        }
+    }
+
+    /**
+     * Cancels the native call behind [call] and waits for it to return.
+     *
+     * The native cancel flag is cleared when a generation starts, so a cancel sent while the call
+     * is still on its way into native code would be lost and the generation would run to
+     * `maxTokens`. Repeating the cancel until the call has returned closes that window.
+     */
+    private suspend fun stopNative(call: Job) {
+        while (!call.isCompleted) {
+            cancelNative()
+            withTimeoutOrNull(CANCEL_RETRY_MS) { call.join() }
+        }
+    }
+
+    /** Like `native.cancel()`, but a no-op once [close] has freed the native session. */
+    private fun cancelNative() {
+        try {
+            native.cancel()
+        } catch (_: IllegalStateException) {
+            // Destroyed by close(), which cancelled already.
+        }
+    }
+
+    private companion object {
+        /** Retry period of [stopNative]; a cancel is one atomic store, so this costs nothing. */
+        const val CANCEL_RETRY_MS = 5L
+    }
+}

@@ -1,0 +1,151 @@
+package ai.pocketlm
+
+import java.util.concurrent.CyclicBarrier
+import java.util.concurrent.Executors
+import java.util.concurrent.TimeUnit
+import kotlin.concurrent.thread
+import kotlin.test.assertEquals
+import kotlin.test.assertFailsWith
+import kotlin.test.assertNotNull
+import kotlin.test.assertNull
+import kotlin.test.assertTrue
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.Timeout
+import uniffi.pocketlm.GenerationStats
+import uniffi.pocketlm.Model
+import uniffi.pocketlm.ModelOptions
+import uniffi.pocketlm.PocketLmException
+import uniffi.pocketlm.SessionOptions
+import uniffi.pocketlm.StopReason
+
+/** The generated uniffi API (`uniffi.pocketlm`), called directly from JVM threads. */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@Timeout(120)
+class GeneratedApiTest {
+    private val model = Model.load(Fixtures.tiny, ModelOptions())
+    private val promptText = model.detokenize(Fixtures.prompt)
+
+    @AfterAll
+    fun close() = model.close()
+
+    @Test
+    fun `model info describes the tiny fixture`() {
+        val info = model.info()
+        assertEquals("btlm", info.architecture)
+        assertEquals(2u, info.nLayer)
+        assertEquals(64u, info.nEmbd)
+        assertEquals(50257u, info.vocabSize)
+    }
+
+    @Test
+    fun `greedy 16 tokens from the fixture prompt give the golden ids`() {
+        model.newSession(SessionOptions()).use { s ->
+            val r = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions())
+            assertEquals(Fixtures.greedy, r.tokenIds)
+            assertEquals(16u, r.stats.generatedTokens)
+            assertEquals(Fixtures.prompt.size.toUInt(), r.stats.promptTokens)
+            assertEquals(StopReason.MAX_TOKENS, r.stats.stopReason)
+            assertEquals((Fixtures.prompt.size + 16).toUInt(), s.tokenCount())
+        }
+    }
+
+    @Test
+    fun `streamed pieces concatenate to the decoded ids and on_finish reports the stats`() {
+        val stream = RecordingStream()
+        val stats = model.newSession(SessionOptions()).use { it.generate(promptText, Fixtures.greedyOptions(), stream) }
+        val ids = model.newSession(SessionOptions()).use {
+            it.generateIds(model.tokenize(promptText), Fixtures.greedyOptions()).tokenIds
+        }
+        assertEquals(16, ids.size)
+        assertTrue(stream.pieces.size > 1, "text arrives in pieces: ${stream.pieces}")
+        assertEquals(model.detokenize(ids), stream.text)
+        assertEquals(listOf(stats), stream.finished, "on_finish is called once, with the returned stats")
+        assertEquals(16u, stats.generatedTokens)
+        assertTrue(stats.generationTokensPerSecond > 0, "tokens/s = ${stats.generationTokensPerSecond}")
+        assertTrue(stats.promptTokensPerSecond > 0)
+        assertEquals(StopReason.MAX_TOKENS, stats.stopReason)
+    }
+
+    @Test
+    fun `cancel from another thread stops within one token and the session stays usable`() {
+        model.newSession(SessionOptions(contextSize = Fixtures.LONG_CONTEXT)).use { s ->
+            val stream = RecordingStream()
+            var stats: GenerationStats? = null
+            val worker = thread(name = "generate") {
+                stats = s.generate(promptText, Fixtures.greedyOptions(Fixtures.LONG), stream)
+            }
+            val promptLen = model.tokenize(promptText).size.toUInt()
+            waitUntil("a few generated tokens") { s.tokenCount() >= promptLen + 5u }
+            val atCancel = s.tokenCount()
+            s.cancel()
+            worker.join(30_000)
+            assertTrue(!worker.isAlive, "generate returned after cancel")
+            val st = assertNotNull(stats)
+            assertEquals(StopReason.CANCELLED, st.stopReason)
+            assertEquals(listOf(st), stream.finished)
+            val after = s.tokenCount()
+            assertTrue(after in atCancel..atCancel + 1u, "tokens at cancel $atCancel, after $after")
+            Thread.sleep(300)
+            assertEquals(after, s.tokenCount(), "nothing runs after generate returned")
+            assertTrue(st.generatedTokens < Fixtures.LONG)
+
+            s.reset()
+            assertEquals(0u, s.tokenCount())
+            assertEquals(Fixtures.greedy, s.generateIds(Fixtures.prompt, Fixtures.greedyOptions()).tokenIds)
+        }
+    }
+
+    @Test
+    fun `load errors are typed and name the problem`() {
+        val missing = assertFailsWith<PocketLmException.FileNotFound> { Model.load(Fixtures.missing, ModelOptions()) }
+        assertTrue(Fixtures.missing in missing.reason, missing.reason)
+        val corrupt = assertFailsWith<PocketLmException.InvalidModel> { Model.load(Fixtures.corrupt, ModelOptions()) }
+        assertTrue("truncated" in corrupt.reason, corrupt.reason)
+        val wrong = assertFailsWith<PocketLmException.WrongArchitecture> { Model.load(Fixtures.wrongArch, ModelOptions()) }
+        assertTrue("gpt2" in wrong.reason, wrong.reason)
+        // Throwable.message carries the same text, for logs and crash reports.
+        assertTrue("gpt2" in wrong.message)
+    }
+
+    @Test
+    fun `two sessions on one model run concurrently from two threads`() {
+        val pool = Executors.newFixedThreadPool(2)
+        try {
+            val barrier = CyclicBarrier(2)
+            val results = (0 until 2).map {
+                pool.submit<List<UInt>> {
+                    model.newSession(SessionOptions()).use { s ->
+                        barrier.await()
+                        s.generateIds(Fixtures.prompt, Fixtures.greedyOptions()).tokenIds
+                    }
+                }
+            }
+            results.forEach { assertEquals(Fixtures.greedy, it.get(60, TimeUnit.SECONDS)) }
+        } finally {
+            pool.shutdownNow()
+        }
+    }
+
+    @Test
+    fun `a second concurrent generate on one session gets Busy`() {
+        model.newSession(SessionOptions(contextSize = Fixtures.LONG_CONTEXT)).use { s ->
+            var first: GenerationStats? = null
+            val worker = thread(name = "first") {
+                first = s.generate(promptText, Fixtures.greedyOptions(Fixtures.LONG), RecordingStream())
+            }
+            waitUntil("the first generation to run") { s.tokenCount() > 0u }
+            var second: Throwable? = null
+            thread(name = "second") {
+                second = runCatching { s.generate(promptText, Fixtures.greedyOptions(), RecordingStream()) }.exceptionOrNull()
+            }.join(30_000)
+            assertTrue(second is PocketLmException.Busy, "second call: $second")
+            assertFailsWith<PocketLmException.Busy> { s.reset() }
+            s.cancel()
+            worker.join(30_000)
+            assertEquals(StopReason.CANCELLED, first?.stopReason)
+            assertNull(runCatching { s.reset() }.exceptionOrNull(), "free again once the first call returned")
+        }
+    }
+}
