@@ -67,7 +67,7 @@ class PocketLmModel private constructor(private val native: Model) : AutoCloseab
          *
          * @throws uniffi.pocketlm.PocketLmException.FileNotFound when [path] does not exist,
          *   `.InvalidModel` when the file is truncated or corrupted, `.WrongArchitecture` when it
-         *   is a GGUF of another model family; each message names the file and the problem.
+         *   is a GGUF of another model family; each `reason` names the file and the problem.
          */
         suspend fun load(path: String, options: ModelOptions = ModelOptions()): PocketLmModel =
             withContext(Dispatchers.IO) { PocketLmModel(Model.load(path, options)) }
