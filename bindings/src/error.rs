@@ -51,6 +51,7 @@ impl From<CoreError> for PocketLmError {
             }
             CoreError::OverBudget { .. } => PocketLmError::OutOfMemory { message },
             CoreError::ContextFull { .. } => PocketLmError::ContextFull { message },
+            CoreError::SessionFile { .. } => PocketLmError::InvalidArgument { message },
             CoreError::InvalidArgument(_) | CoreError::TokenOutOfRange { .. } => {
                 PocketLmError::InvalidArgument { message }
             }

@@ -85,8 +85,10 @@ pub enum Error {
     Convert(#[from] ConvertError),
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
-    #[error("context of {n_ctx} tokens needs {needed} bytes of KV cache, over the memory budget of {budget} bytes")]
-    OverBudget { n_ctx: usize, needed: u64, budget: u64 },
+    #[error("a session of {n_ctx} tokens needs {needed} bytes ({detail}), over the memory budget of {budget} bytes")]
+    OverBudget { n_ctx: usize, needed: u64, budget: u64, detail: String },
+    #[error("{path}: session file {why}")]
+    SessionFile { path: PathBuf, why: String },
     #[error("context is full: {used} of {n_ctx} tokens used, {requested} more requested")]
     ContextFull { n_ctx: usize, used: usize, requested: usize },
     #[error("invalid argument: {0}")]

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod quant;
 pub mod sampling;
 pub mod session;
+pub mod session_file;
 pub mod threads;
 pub mod tokenizer;
 

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
-use crate::model::{Logits, Model};
+use crate::model::{AlibiScaling, Logits, Model};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,15 +32,54 @@ pub struct SessionOptions {
     /// Context size in tokens (prompt + generated), allocated up front.
     pub n_ctx: usize,
     pub kv_type: KvType,
-    /// Refuse a session whose KV cache would need more bytes than this.
+    /// Refuse a session whose total memory (resident weights + KV cache + scratch, see
+    /// [`Session::memory_needed`]) would exceed this many bytes.
     pub mem_budget: Option<u64>,
     /// Prompt tokens per forward call: bounds scratch memory, not results.
     pub n_batch: usize,
+    /// ALiBi position interpolation for a model whose file carries none (a model's own
+    /// `alibi_scaling` always wins: it is part of how it was trained).
+    pub alibi_scaling: AlibiScaling,
+    /// What happens when the context is full.
+    pub context_policy: ContextPolicy,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { n_ctx: 2048, kv_type: KvType::F16, mem_budget: None, n_batch: 256 }
+        SessionOptions {
+            n_ctx: 2048,
+            kv_type: KvType::F16,
+            mem_budget: None,
+            n_batch: 256,
+            alibi_scaling: AlibiScaling::None,
+            context_policy: ContextPolicy::Stop,
+        }
+    }
+}
+
+/// When the context fills up during generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextPolicy {
+    /// Stop with [`StopReason::ContextFull`].
+    Stop,
+    /// Keep the first `keep` tokens (e.g. a system prompt), drop the oldest half of the rest and
+    /// continue. ALiBi encodes only distances, so the kept keys need no re-encoding.
+    Shift { keep: usize },
+}
+
+/// What a session will hold in memory, decided before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Weight bytes the forward pass touches (memory-mapped; file-backed, reclaimable).
+    pub weights: u64,
+    pub kv_cache: u64,
+    /// Activations of one prompt batch, logits and per-call buffers.
+    pub scratch: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.scratch
     }
 }
 
@@ -105,6 +144,8 @@ pub struct Session {
     cancel: CancelHandle,
     /// `tokens.len()`, readable from other threads while a generation runs.
     count: Arc<AtomicUsize>,
+    scaling: AlibiScaling,
+    policy: ContextPolicy,
 }
 
 /// What a generation step produced, for the callback.
@@ -114,8 +155,44 @@ pub enum Piece<'a> {
 }
 
 impl Session {
+    /// The memory a session with `opts` needs, before creating it.
+    pub fn memory_needed(model: &Model, opts: &SessionOptions) -> MemoryEstimate {
+        let hp = &model.hparams;
+        let b = opts.n_batch.clamp(1, opts.n_ctx.max(1)) as u64;
+        let (e, f, v) = (hp.n_embd as u64, hp.n_inner as u64, hp.n_vocab as u64);
+        // Per batch token: h, x, q, att, proj (5e), qkv (3e), up and gate (2f), each as f32,
+        // plus the transposed matmul output and int8 activations; logits for the last token.
+        let activations = b * 4 * (5 * e + 3 * e + 2 * f) * 2 + b * (e + f) * 2;
+        MemoryEstimate {
+            weights: model.weight_bytes(),
+            kv_cache: KvCache::bytes_needed(hp, opts.n_ctx, opts.kv_type),
+            scratch: activations + 3 * 4 * v + (hp.n_head as u64) * 4 * (b * e + 1024),
+        }
+    }
+
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Self> {
-        let cache = KvCache::new(&model.hparams, opts.n_ctx, opts.kv_type, opts.mem_budget)?;
+        if let Some(budget) = opts.mem_budget {
+            let m = Self::memory_needed(&model, opts);
+            if m.total() > budget {
+                return Err(Error::OverBudget {
+                    n_ctx: opts.n_ctx,
+                    needed: m.total(),
+                    budget,
+                    detail: format!(
+                        "weights {} + {} KV cache {} + scratch {}",
+                        m.weights,
+                        opts.kv_type.name(),
+                        m.kv_cache,
+                        m.scratch
+                    ),
+                });
+            }
+        }
+        let cache = KvCache::new(&model.hparams, opts.n_ctx, opts.kv_type, None)?;
+        let scaling = match model.hparams.alibi_scaling {
+            AlibiScaling::None => opts.alibi_scaling,
+            own => own,
+        };
         Ok(Session {
             model,
             cache,
@@ -124,7 +201,55 @@ impl Session {
             n_batch: opts.n_batch.max(1),
             cancel: CancelHandle::default(),
             count: Arc::default(),
+            scaling,
+            policy: opts.context_policy,
         })
+    }
+
+    /// Tokens, next-token logits and KV bytes: what a session file holds.
+    pub(crate) fn state(&self) -> (&[u32], &[f32], Vec<u8>) {
+        (&self.tokens, self.last_logits.as_deref().unwrap_or(&[]), self.cache.export(self.cache.len()))
+    }
+
+    pub(crate) fn set_state(&mut self, tokens: Vec<u32>, logits: Vec<f32>, kv: &[u8]) -> Result<()> {
+        if !logits.is_empty() && logits.len() != self.model.hparams.n_vocab {
+            return Err(Error::InvalidArgument(format!(
+                "{} logits for a vocabulary of {}",
+                logits.len(),
+                self.model.hparams.n_vocab
+            )));
+        }
+        self.cache.import(tokens.len(), kv)?;
+        self.count.store(tokens.len(), Ordering::Relaxed);
+        self.tokens = tokens;
+        self.last_logits = (!logits.is_empty()).then_some(logits);
+        Ok(())
+    }
+
+    /// The ALiBi interpolation this session runs with.
+    pub fn alibi_scaling(&self) -> AlibiScaling {
+        self.scaling
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.cache.ty()
+    }
+
+    /// Makes room for `n` more tokens under the shift policy; false if it cannot.
+    fn make_room(&mut self, n: usize) -> bool {
+        let ContextPolicy::Shift { keep } = self.policy else { return false };
+        let n_ctx = self.cache.n_ctx();
+        while self.cache.len() + n > n_ctx {
+            let len = self.cache.len();
+            if len <= keep + 1 {
+                return false;
+            }
+            let drop = ((len - keep) / 2).max(1);
+            self.cache.remove(keep, drop);
+            self.tokens.drain(keep..keep + drop);
+            self.count.store(self.tokens.len(), Ordering::Relaxed);
+        }
+        true
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -159,16 +284,20 @@ impl Session {
         if ids.is_empty() {
             return Ok(self.last_logits.as_deref());
         }
-        let start = self.cache.len();
-        if start + ids.len() > self.cache.n_ctx() {
-            return Err(Error::ContextFull { n_ctx: self.cache.n_ctx(), used: start, requested: ids.len() });
+        if self.cache.len() + ids.len() > self.cache.n_ctx() && !self.make_room(ids.len()) {
+            let (n_ctx, used) = (self.cache.n_ctx(), self.cache.len());
+            return Err(Error::ContextFull { n_ctx, used, requested: ids.len() });
         }
+        let start = self.cache.len();
         let n_keys = start + ids.len();
         let cancel = self.cancel.clone();
         let chunks: Vec<&[u32]> = ids.chunks(self.n_batch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let want = if i + 1 == chunks.len() { Logits::Last } else { Logits::None };
-            match self.model.forward(&mut self.cache, chunk, n_keys, want, &|| cancel.is_cancelled())? {
+            match self
+                .model
+                .forward_with(&mut self.cache, chunk, n_keys, self.scaling, want, &|| cancel.is_cancelled())?
+            {
                 Ok(logits) => {
                     self.tokens.extend_from_slice(chunk);
                     self.count.store(self.tokens.len(), Ordering::Relaxed);
@@ -270,7 +399,7 @@ impl Session {
                 stats.stop_reason = StopReason::StopString;
                 break;
             }
-            if self.cache.len() >= self.cache.n_ctx() {
+            if self.cache.len() >= self.cache.n_ctx() && !self.make_room(1) {
                 stats.stop_reason = StopReason::ContextFull;
                 break;
             }

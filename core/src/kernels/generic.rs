@@ -79,6 +79,14 @@ pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x.to_f32());
 }
 
+pub fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(&x, y)| x as f32 * y).sum()
+}
+
+pub fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x as f32);
+}
+
 /// Generic tile: out[r * ldo + t] = dot(row r, token t), rows of `nbw` weight blocks and token
 /// rows of `nbx` activation blocks.
 pub fn gemm<B>(

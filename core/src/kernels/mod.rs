@@ -6,9 +6,9 @@
 // take the full geometry; the lints' suggested rewrites would obscure both.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
-pub mod generic;
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
+pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -32,6 +32,10 @@ pub struct Kernels {
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    /// Σ a·b with int8 `a` (q8_0 KV cache rows; the caller applies the row scale).
+    pub dot_i8: fn(&[i8], &[f32]) -> f32,
+    /// y += alpha · x with int8 `x`.
+    pub axpy_i8: fn(f32, &[i8], &mut [f32]),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -84,6 +88,8 @@ pub static SCALAR: Kernels = Kernels {
     dot_f16: generic::dot_f16,
     axpy_f32: generic::axpy_f32,
     axpy_f16: generic::axpy_f16,
+    dot_i8: generic::dot_i8,
+    axpy_i8: generic::axpy_i8,
 };
 
 /// Every kernel set this CPU can run, best last (the scalar reference first).

@@ -175,6 +175,15 @@ fn float_kernels_match_scalar() {
             for i in 0..n {
                 check_close(k.isa, "axpy_f32", y1[i], y2[i], (alpha * a[i]).abs() as f64 + b[i].abs() as f64);
             }
+            let q: Vec<i8> = (0..n).map(|_| rng.random_range(-128i16..=127) as i8).collect();
+            let magq: f64 = q.iter().zip(&b).map(|(&x, y)| (x as f32 * y).abs() as f64).sum();
+            check_close(k.isa, &format!("dot_i8 n={n}"), (k.dot_i8)(&q, &b), generic::dot_i8(&q, &b), magq);
+            let (mut y1, mut y2) = (b.clone(), b.clone());
+            (k.axpy_i8)(alpha, &q, &mut y1);
+            generic::axpy_i8(alpha, &q, &mut y2);
+            for i in 0..n {
+                check_close(k.isa, "axpy_i8", y1[i], y2[i], (alpha * q[i] as f32).abs() as f64 + b[i].abs() as f64);
+            }
             let (mut y1, mut y2) = (b.clone(), b.clone());
             (k.axpy_f16)(alpha, &h, &mut y1);
             generic::axpy_f16(alpha, &h, &mut y2);

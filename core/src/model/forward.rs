@@ -2,7 +2,7 @@
 //! pre-LN blocks with fused QKV and ALiBi attention, SwiGLU MLP, final LN, tied head x output
 //! scale.
 
-use super::Model;
+use super::{AlibiScaling, Model};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::ops::{attention::attend, matmul::matmul, norm::layer_norm, swiglu};
@@ -37,6 +37,20 @@ impl Model {
         want: Logits,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<std::result::Result<Vec<f32>, Cancelled>> {
+        self.forward_with(cache, tokens, n_keys, self.hparams.alibi_scaling, want, cancelled)
+    }
+
+    /// [`Model::forward`] with an explicit ALiBi interpolation (a session's choice for a model
+    /// that carries none).
+    pub fn forward_with(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        n_keys: usize,
+        scaling: AlibiScaling,
+        want: Logits,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<std::result::Result<Vec<f32>, Cancelled>> {
         let hp = &self.hparams;
         let (n, e, f) = (tokens.len(), hp.n_embd, hp.n_inner);
         let pos0 = cache.len();
@@ -49,7 +63,7 @@ impl Model {
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= hp.n_vocab) {
             return Err(Error::TokenOutOfRange { id, vocab: hp.n_vocab });
         }
-        let alibi_scale = hp.alibi_scaling.scale(n_keys.max(pos0 + n));
+        let alibi_scale = scaling.scale(n_keys.max(pos0 + n));
 
         // 1. Embedding, scaled by muP's embeddings multiplier.
         let emb = self.mat(&self.tok_embd);

@@ -36,6 +36,8 @@ static NEON: Kernels = Kernels {
     dot_f16: generic::dot_f16,
     axpy_f32,
     axpy_f16: generic::axpy_f16,
+    dot_i8,
+    axpy_i8,
 };
 
 static DOTPROD: Kernels = Kernels {
@@ -126,14 +128,32 @@ unsafe fn dot16_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_
 /// Generates a gemm over any block format from a per-(row block, token block) dot.
 macro_rules! gemm_per_block {
     ($name:ident, $inner:ident, $feat:literal, $B:ty, $dot:ident, $blocks_per:expr) => {
-        fn $name(w: &[$B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+        fn $name(
+            w: &[$B],
+            nbw: usize,
+            x: &[BlockQ8A],
+            nbx: usize,
+            rows: usize,
+            toks: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
             check(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
             assert!(nbx >= nbw * $blocks_per);
             unsafe { $inner(w, nbw, x, nbx, rows, toks, out, ldo) }
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn $inner(w: &[$B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+        unsafe fn $inner(
+            w: &[$B],
+            nbw: usize,
+            x: &[BlockQ8A],
+            nbx: usize,
+            rows: usize,
+            toks: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
             for r in 0..rows {
                 let wr = unsafe { w.get_unchecked(r * nbw..(r + 1) * nbw) };
                 for t in 0..toks {
@@ -193,7 +213,10 @@ macro_rules! q4k_dot {
                     for c in 0..4 {
                         let q0 = vld1q_u8(wb.qs.as_ptr().add(32 * c));
                         let q1 = vld1q_u8(wb.qs.as_ptr().add(32 * c + 16));
-                        for (j, sub) in [(2 * c, [vandq_u8(q0, m4), vandq_u8(q1, m4)]), (2 * c + 1, [vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1)])] {
+                        for (j, sub) in [
+                            (2 * c, [vandq_u8(q0, m4), vandq_u8(q1, m4)]),
+                            (2 * c + 1, [vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1)]),
+                        ] {
                             let xb = &xs[j];
                             let s = $dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(sub[0]), vld1q_s8(xb.qs.as_ptr()));
                             let s = $dot16(s, vreinterpretq_s8_u8(sub[1]), vld1q_s8(xb.qs.as_ptr().add(16)));
@@ -244,7 +267,16 @@ unsafe fn zip64(r0: int8x16_t, r1: int8x16_t) -> (int8x16_t, int8x16_t) {
     }
 }
 
-fn gemm_q4_0_i8mm(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+fn gemm_q4_0_i8mm(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     check(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     assert!(nbx >= nbw);
     unsafe { gemm_q4_0_i8mm_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
@@ -252,7 +284,16 @@ fn gemm_q4_0_i8mm(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows:
 
 /// Pairs of rows x pairs of tokens through SMMLA; odd leftovers through the SDOT dot.
 #[target_feature(enable = "neon,dotprod,i8mm")]
-unsafe fn gemm_q4_0_i8mm_impl(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_q4_0_i8mm_impl(
+    w: &[BlockQ4_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let (r2, t2) = (rows / 2 * 2, toks / 2 * 2);
     for r in (0..r2).step_by(2) {
         for t in (0..t2).step_by(2) {
@@ -329,6 +370,47 @@ fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
         }
         for j in i..n {
             y[j] += alpha * x[j];
+        }
+    }
+}
+
+/// int8 x f32 dot: widen 8 bytes to two f32x4 vectors at a time.
+fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); 2];
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = vmovl_s8(vld1_s8(a.as_ptr().add(i)));
+            let lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+            let hi = vcvtq_f32_s32(vmovl_high_s16(w));
+            acc[0] = vfmaq_f32(acc[0], lo, vld1q_f32(b.as_ptr().add(i)));
+            acc[1] = vfmaq_f32(acc[1], hi, vld1q_f32(b.as_ptr().add(i + 4)));
+            i += 8;
+        }
+        let mut s = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+        for j in i..n {
+            s += a[j] as f32 * b[j];
+        }
+        s
+    }
+}
+
+fn axpy_i8(alpha: f32, x: &[i8], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    unsafe {
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = vmovl_s8(vld1_s8(x.as_ptr().add(i)));
+            let lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+            let hi = vcvtq_f32_s32(vmovl_high_s16(w));
+            let py = y.as_mut_ptr().add(i);
+            vst1q_f32(py, vfmaq_n_f32(vld1q_f32(py), lo, alpha));
+            vst1q_f32(py.add(4), vfmaq_n_f32(vld1q_f32(py.add(4)), hi, alpha));
+            i += 8;
+        }
+        for j in i..n {
+            y[j] += alpha * x[j] as f32;
         }
     }
 }

@@ -52,6 +52,8 @@ static AVX2: Kernels = Kernels {
     dot_f16,
     axpy_f32,
     axpy_f16,
+    dot_i8,
+    axpy_i8,
 };
 
 // SAFETY (all wrappers below): only reachable through `AVX2`, handed out by `avx2()` after the
@@ -148,6 +150,16 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     unsafe { dot_f16_impl(&a[..n], &b[..n]) }
+}
+
+fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    unsafe { dot_i8_impl(&a[..n], &b[..n]) }
+}
+
+fn axpy_i8(a: f32, x: &[i8], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    unsafe { axpy_i8_impl(a, &x[..n], &mut y[..n]) }
 }
 
 fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
@@ -465,5 +477,45 @@ unsafe fn axpy_f16_impl(a: f32, x: &[f16], y: &mut [f32]) {
     }
     for j in i..n {
         y[j] += a * f16_to_f32(x[j]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_i8_impl(a: &[i8], b: &[f32]) -> f32 {
+    let n = a.len();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (pa, pb) = unsafe {
+                let bytes = _mm_loadl_epi64(a.as_ptr().add(i + 8 * k).cast());
+                (_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_loadu_ps(b.as_ptr().add(i + 8 * k)))
+            };
+            *acc = _mm256_fmadd_ps(pa, pb, *acc);
+        }
+        i += 16;
+    }
+    let mut s = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    for j in i..n {
+        s += a[j] as f32 * b[j];
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_i8_impl(a: f32, x: &[i8], y: &mut [f32]) {
+    let n = x.len();
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        unsafe {
+            let py = y.as_mut_ptr().add(i);
+            let xv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().add(i).cast())));
+            _mm256_storeu_ps(py, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(py)));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        y[j] += a * x[j] as f32;
     }
 }
