@@ -4,6 +4,7 @@ mod bench_cmd;
 mod common;
 mod convert_cmd;
 mod info_cmd;
+mod perplexity_cmd;
 mod quantize_cmd;
 mod run_cmd;
 mod synth_cmd;
@@ -32,6 +33,8 @@ enum Cmd {
     Synth(synth_cmd::Args),
     /// Measure prompt and generation speed, memory and bandwidth use
     Bench(bench_cmd::Args),
+    /// Perplexity over a text file; KL divergence against a reference model's saved logits
+    Perplexity(perplexity_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run_cmd::run(a),
         Cmd::Synth(a) => synth_cmd::run(a),
         Cmd::Bench(a) => bench_cmd::run(a),
+        Cmd::Perplexity(a) => perplexity_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

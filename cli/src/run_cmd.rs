@@ -1,5 +1,6 @@
+use pocketlm_core::model::AlibiScaling;
 use pocketlm_core::sampling::SamplingParams;
-use pocketlm_core::session::{GenerateOptions, Session, SessionOptions};
+use pocketlm_core::session::{ContextPolicy, GenerateOptions, Session, SessionOptions};
 use pocketlm_core::{Error, KvType, Model};
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,9 +35,25 @@ pub struct Args {
     /// Context size in tokens
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
-    /// KV cache type: f16 or f32
-    #[arg(long = "cache-type", default_value = "f16")]
+    /// KV cache type: f16, q8_0 or f32
+    #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
     cache_type: String,
+    /// ALiBi position interpolation when the model has none: none, dynamic, or fixed:FACTOR
+    #[arg(long = "alibi-scaling", default_value = "none")]
+    alibi_scaling: String,
+    /// Training length for --alibi-scaling dynamic (default: the model's context length)
+    #[arg(long = "alibi-train-len")]
+    alibi_train_len: Option<usize>,
+    /// When the context fills: keep the first N tokens and drop the oldest half of the rest
+    /// (default: stop)
+    #[arg(long)]
+    keep: Option<usize>,
+    /// Refuse to start if weights + KV cache + scratch exceed this (e.g. 3G, 1500M)
+    #[arg(long = "mem-budget")]
+    mem_budget: Option<String>,
+    /// Session file: restored before the prompt if it exists, saved after generation
+    #[arg(long)]
+    session: Option<PathBuf>,
     /// Stop when this text is generated (repeatable)
     #[arg(long)]
     stop: Vec<String>,
@@ -49,6 +66,36 @@ pub struct Args {
     /// Worker threads (0 = one per physical core)
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+}
+
+/// "3G", "1500M", "2048K" or plain bytes.
+fn parse_bytes(s: &str) -> pocketlm_core::Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('G') => (&t[..t.len() - 1], 1u64 << 30),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('K') => (&t[..t.len() - 1], 1 << 10),
+        _ => (t, 1),
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0)
+        .map(|v| (v * mult as f64) as u64)
+        .ok_or_else(|| Error::InvalidArgument(format!("--mem-budget: {s:?} is not a size like 3G or 1500M")))
+}
+
+fn parse_scaling(s: &str, train: usize) -> pocketlm_core::Result<AlibiScaling> {
+    match s {
+        "none" => Ok(AlibiScaling::None),
+        "dynamic" => Ok(AlibiScaling::Dynamic { train_seq_len: train }),
+        f if f.starts_with("fixed:") => f[6..]
+            .parse::<f32>()
+            .ok()
+            .filter(|v| *v > 0.0)
+            .map(AlibiScaling::Fixed)
+            .ok_or_else(|| Error::InvalidArgument(format!("--alibi-scaling {f}: expected fixed:FACTOR"))),
+        other => Err(Error::InvalidArgument(format!("--alibi-scaling {other:?}: use none, dynamic or fixed:FACTOR"))),
+    }
 }
 
 fn parse_ids(s: &str) -> pocketlm_core::Result<Vec<u32>> {
@@ -65,10 +112,20 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
 
 fn generate(a: Args) -> pocketlm_core::Result<()> {
     let model = Arc::new(Model::load(&a.model)?);
-    let mut session = Session::new(
-        model.clone(),
-        &SessionOptions { n_ctx: a.ctx_size, kv_type: KvType::parse(&a.cache_type)?, ..Default::default() },
-    )?;
+    let train = a.alibi_train_len.unwrap_or(model.hparams.n_ctx_train);
+    let sopts = SessionOptions {
+        n_ctx: a.ctx_size,
+        kv_type: KvType::parse(&a.cache_type)?,
+        mem_budget: a.mem_budget.as_deref().map(parse_bytes).transpose()?,
+        alibi_scaling: parse_scaling(&a.alibi_scaling, train)?,
+        context_policy: a.keep.map_or(ContextPolicy::Stop, |keep| ContextPolicy::Shift { keep }),
+        ..Default::default()
+    };
+    let mut session = Session::new(model.clone(), &sopts)?;
+    if let Some(path) = a.session.as_deref().filter(|p| p.exists()) {
+        session.restore(path)?;
+        eprintln!("restored {} tokens from {}", session.tokens().len(), path.display());
+    }
     let opts = GenerateOptions {
         max_tokens: a.n_predict,
         sampling: SamplingParams {
@@ -102,6 +159,9 @@ fn generate(a: Args) -> pocketlm_core::Result<()> {
         let _ = writeln!(lock);
         stats
     };
+    if let Some(path) = &a.session {
+        session.save(path)?;
+    }
     eprintln!(
         "prompt: {} tokens, {:.2} tok/s | generation: {} tokens, {:.2} tok/s | stop: {:?}",
         stats.prompt_tokens,

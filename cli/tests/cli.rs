@@ -98,3 +98,109 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let o = pocketlm(&["run", "-m", bogus.to_str().unwrap(), "--ids", "-p", "1,x"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn perplexity_kl_divergence_and_long_context_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny.gguf");
+    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
+    let tiny = fixtures().join("tiny");
+    let o = pocketlm(&[
+        "convert",
+        tiny.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "f32",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let m = out.to_str().unwrap();
+    let text = shared().join("text/books/austen_persuasion.txt");
+    let logits = tmp.path().join("ref.logits");
+    let o = pocketlm(&[
+        "perplexity",
+        "-m",
+        m,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "--save-logits",
+        logits.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && stdout.contains("perplexity:") && stdout.contains("over 64 tokens"), "{stdout}");
+    // Against itself: zero divergence, full agreement.
+    let o = pocketlm(&[
+        "perplexity",
+        "-m",
+        m,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "--kl-divergence",
+        logits.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("top-1 agreement 100.00%"), "{stdout}");
+    // Mismatched settings are refused.
+    let o = pocketlm(&[
+        "perplexity",
+        "-m",
+        m,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "32",
+        "--chunks",
+        "2",
+        "--kl-divergence",
+        logits.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Long context flags, q8_0 cache, and a session file resumed by a second run.
+    let sess = tmp.path().join("chat.plms");
+    let args = |p: &str| -> Vec<String> {
+        [
+            "run",
+            "-m",
+            m,
+            "-p",
+            p,
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--ctx-size",
+            "512",
+            "--cache-type",
+            "q8_0",
+            "--alibi-scaling",
+            "dynamic",
+            "--alibi-train-len",
+            "64",
+            "--keep",
+            "4",
+            "--session",
+            sess.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args("Hello there")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(sess.exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args(" and more")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("restored"), "{err}");
+    let o = pocketlm(&["run", "-m", m, "-p", "x", "--mem-budget", "1M"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget"), "{}", String::from_utf8_lossy(&o.stderr));
+}

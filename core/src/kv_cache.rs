@@ -236,6 +236,11 @@ impl KvCache {
         self.len = 0;
         self.k_norm_max.iter_mut().for_each(|m| *m = 0.0);
     }
+    /// Keeps only the first `n` positions (benchmarks reuse a filled context this way).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
     /// Marks `n` more positions as filled, after every layer has written them.
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod ops;
+pub mod perplexity;
 pub mod quant;
 pub mod sampling;
 pub mod session;
