@@ -133,7 +133,7 @@ fn perplexity_kl_divergence_and_long_context_flags() {
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && stdout.contains("perplexity:") && stdout.contains("over 64 tokens"), "{stdout}");
-    // Against itself: zero divergence, full agreement.
+    // Against itself.
     let o = pocketlm(&[
         "perplexity",
         "-m",
@@ -147,8 +147,13 @@ fn perplexity_kl_divergence_and_long_context_flags() {
         "--kl-divergence",
         logits.to_str().unwrap(),
     ]);
+    // Only the f16 storage of the reference differs: a random model's flat distribution has
+    // near-ties that f16 rounding can flip.
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("top-1 agreement 100.00%"), "{stdout}");
+    let num = |key: &str, end: char| -> f64 {
+        stdout.split(key).nth(1).and_then(|s| s.split(end).next()).and_then(|s| s.parse().ok()).unwrap()
+    };
+    assert!(num("mean ", ' ') < 1e-4 && num("agreement ", '%') >= 90.0, "{stdout}");
     // Mismatched settings are refused.
     let o = pocketlm(&[
         "perplexity",
