@@ -104,6 +104,7 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM   # run the EXIT trap (unmount) when interrupted too
 mount_once() {  # mount args..., target last
     local target=${*: -1}
     mkdir -p "$target"

@@ -292,6 +292,7 @@ final class NativeCall: @unchecked Sendable {
         cancelRequested = true
         if phase == .native {
             session.cancel()
+            startReissuingCancel()
         }
     }
 
@@ -300,7 +301,7 @@ final class NativeCall: @unchecked Sendable {
     func enterNative() -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        if false && cancelRequested {
+        if cancelRequested {
             phase = .done
             condition.broadcast()
             return false
