@@ -2,23 +2,37 @@
 //
 // PocketLM for Swift (iOS, macOS; Linux for CI tests).
 //
-// The native library comes in one of two ways, chosen when SwiftPM reads this manifest:
+// The native library comes in one of two ways, chosen when SwiftPM evaluates this manifest:
 //
-// * XCFramework (apps on iOS/macOS): `scripts/build-xcframework.sh` on a Mac writes
-//   `ios/Frameworks/PocketLmFFI.xcframework` (static libpocketlm.a per platform + headers).
-//   When that folder exists, or POCKETLM_XCFRAMEWORK=1 is set, `PocketLmFFI` is that binary
-//   target. The switch exists because SwiftPM refuses a manifest whose binaryTarget path is
-//   missing, and the XCFramework cannot be built (nor checked in) from the Linux CI machines.
+// * XCFramework (iOS/macOS apps): `scripts/build-xcframework.sh`, run on a Mac, writes
+//   `ios/Frameworks/PocketLmFFI.xcframework` (static libpocketlm.a per platform + headers),
+//   and `PocketLmFFI` becomes that binary target when
+//     - POCKETLM_XCFRAMEWORK=1 is set (=0 forces the system library), or, if it is unset,
+//     - the folder exists (what Xcode sees; env vars rarely reach it).
+//   The switch exists because SwiftPM rejects a binaryTarget whose path is missing, and the
+//   XCFramework can be neither built on nor checked in from the Linux CI machines.
+//   SwiftPM caches evaluated manifests keyed by their text and environment, NOT by which files
+//   exist: after creating or deleting the folder, reset the package caches once (Xcode: File >
+//   Packages > Reset Package Caches; command line: `swift build --manifest-cache none`).
 // * System library (Linux tests, macOS development): `Sources/PocketLmFFI` holds the uniffi
 //   header and a module map with `link "pocketlm"`; pass the folder holding libpocketlm
 //   (`-Xlinker -L<repo>/target/debug`) and set LD_LIBRARY_PATH at run time, as
-//   `scripts/test-swift.sh` does.
+//   `scripts/test-swift.sh` does. Always used on Linux (no XCFrameworks there).
 import Foundation
 import PackageDescription
 
 let xcframeworkPath = "Frameworks/PocketLmFFI.xcframework"
-let useXCFramework = Context.environment["POCKETLM_XCFRAMEWORK"] == "1"
-    || FileManager.default.fileExists(atPath: Context.packageDirectory + "/" + xcframeworkPath)
+let useXCFramework: Bool = {
+    #if os(Linux)
+    return false
+    #else
+    switch Context.environment["POCKETLM_XCFRAMEWORK"] {
+    case "1"?: return true
+    case "0"?: return false
+    default: return FileManager.default.fileExists(atPath: Context.packageDirectory + "/" + xcframeworkPath)
+    }
+    #endif
+}()
 
 let ffiTarget: Target = useXCFramework
     ? .binaryTarget(name: "PocketLmFFI", path: xcframeworkPath)

@@ -124,22 +124,24 @@ linkflags="-Xlinker -L$repo/target/debug"
 set +e
 chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb LANG=C.UTF-8 \
     LD_LIBRARY_PATH="$repo/target/debug" POCKETLM_TEST_MODELS="$models" \
-    bash -c "cd '$pkg' && swift build --build-tests --scratch-path '$repo/build/swift' $swiftflags $linkflags \
-             && swift test --skip-build --scratch-path '$repo/build/swift'" 2>&1 | tee "$log"
+    bash -c "cd '$pkg' && swift build --manifest-cache none --build-tests --scratch-path '$repo/build/swift' $swiftflags $linkflags \
+             && swift test --manifest-cache none --skip-build --scratch-path '$repo/build/swift'" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 cleanup
 trap - EXIT
 
+# XCTest's "Executed N tests, with M failures" counts failed assertions (M can exceed N), so
+# failed tests are counted from the "Test Case '...' failed" lines.
 summary=$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -1 || true)
+failed=$(grep -cE "Test Case '[^']*' failed" "$log" || true)
 if [ -n "$summary" ]; then
     total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
-    failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
     passed=$((total - failed))
 else
     # Build error, or a crash that kept XCTest from printing its summary.
-    passed=$(grep -cE "^Test Case '.*' passed" "$log" || true)
-    failed=$(( $(grep -cE "^Test Case '.*' failed" "$log" || true) + 1 ))
+    passed=$(grep -cE "Test Case '[^']*' passed" "$log" || true)
+    failed=$((failed + 1))
 fi
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
     failed=1

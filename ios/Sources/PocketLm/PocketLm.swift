@@ -108,8 +108,8 @@ public final class PocketLmSession: Sendable {
         _ prompt: String,
         options: GenerateOptions = GenerateOptions()
     ) -> AsyncThrowingStream<String, Error> {
-        // Unbounded: pieces are small and arrive far slower than any consumer reads them;
-        // a bounded buffer would drop text, never apply back-pressure to the native loop.
+        // Unbounded buffer: pieces are small and come slower than any UI reads them, and a
+        // bounded one would drop text (AsyncStream cannot slow the native loop down).
         let (stream, continuation) = AsyncThrowingStream<String, Error>.makeStream()
         let call: NativeCall
         let previous: NativeCall?
@@ -124,8 +124,7 @@ public final class PocketLmSession: Sendable {
         continuation.onTermination = { _ in call.cancel() }
         let sink = StreamSink(continuation: continuation, call: call, state: state)
         BackgroundThread.start(name: "PocketLm.generate") { [self] in
-            previous?.waitUntilDone()
-            guard call.enterNative() else {
+            guard enter(call, after: previous) else {
                 recordStats(.cancelledBeforeStart)
                 end(call)
                 continuation.finish()
@@ -156,8 +155,7 @@ public final class PocketLmSession: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<GenerationResult, Error>) in
                 BackgroundThread.start(name: "PocketLm.generateIds") { [self] in
-                    previous?.waitUntilDone()
-                    guard call.enterNative() else {
+                    guard enter(call, after: previous) else {
                         recordStats(.cancelledBeforeStart)
                         end(call)
                         cont.resume(throwing: CancellationError())
@@ -192,7 +190,6 @@ public final class PocketLmSession: Sendable {
         previous?.waitUntilDone()
         _ = call.enterNative()
         try raw.reset()
-        state.withLock { $0.lastStats = nil }
     }
 
     // MARK: ownership of the session
@@ -211,6 +208,23 @@ public final class PocketLmSession: Sendable {
             return (call, previous)
         }
     }
+
+    /// On the worker thread: waits for a cancelled predecessor to leave the native code, then
+    /// lets `call` start unless it was cancelled meanwhile.
+    private func enter(_ call: NativeCall, after previous: NativeCall?) -> Bool {
+        previous?.waitUntilDone()
+        guard call.enterNative() else { return false }
+        #if DEBUG
+        testHookBeforeNative.withLock { $0 }?()
+        #endif
+        return true
+    }
+
+    #if DEBUG
+    /// Tests only: runs right before the native call, to hit the window in which the runtime
+    /// would wipe a plain `session.cancel()` (see `NativeCall`).
+    let testHookBeforeNative = Locked<(@Sendable () -> Void)?>(nil)
+    #endif
 
     private func end(_ call: NativeCall) {
         call.markDone()

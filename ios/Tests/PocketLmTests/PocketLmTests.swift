@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import PocketLm
+@testable import PocketLm  // testable: testHookBeforeNative
 
 /// The Swift API against the real debug libpocketlm and the tiny BTLM test model.
 ///
@@ -74,6 +74,16 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(rawStats.generatedTokens, 16)
         XCTAssertGreaterThan(rawStats.generationTokensPerSecond, 0)
         XCTAssertEqual(rawStats.stopReason, .maxTokens)
+    }
+
+    /// The usage example of ios/README.md, verbatim but for the model path (keep in sync).
+    func testReadmeExample() async throws {
+        let modelPath = try Fixtures.load().tiny
+        let model = try await PocketLmModel.load(path: modelPath)
+        let session = try model.newSession()
+        for try await piece in session.generate("The capital of France is", options: GenerateOptions(maxTokens: 32)) { print(piece, terminator: "") }
+        print("\n\(session.lastStats!.generationTokensPerSecond) tokens/s")
+        XCTAssertGreaterThan(session.lastStats!.generatedTokens, 0)
     }
 
     // MARK: cancellation
@@ -180,6 +190,25 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
             XCTAssertLessThan(pieces, 50)
             try session.reset()
         }
+
+        // Deterministically inside the window: the cancel comes after the wrapper has decided
+        // to call into Rust, before Rust clears the session's cancel flag. A single
+        // session.cancel() would be wiped there; the wrapper re-issues it until the call ends.
+        session.testHookBeforeNative.withLock { $0 = { session.cancel() } }
+        for round in 0..<5 {
+            var pieces = 0
+            for try await _ in session.generate(prompt, options: greedy(200)) { pieces += 1 }
+            let stats = try XCTUnwrap(session.lastStats)
+            XCTAssertEqual(stats.stopReason, .cancelled, "in-window round \(round)")
+            XCTAssertLessThan(stats.generatedTokens, 50, "in-window round \(round): cancel was lost")
+            XCTAssertLessThan(pieces, 50)
+            try session.reset()
+        }
+        let inWindow = try await session.generateIds(fx.prompt, options: greedy(200))
+        XCTAssertEqual(inWindow.stats.stopReason, .cancelled)
+        XCTAssertLessThan(inWindow.stats.generatedTokens, 50)
+        session.testHookBeforeNative.withLock { $0 = nil }
+        try session.reset()
 
         // Same for generateIds in a Task cancelled right away.
         let task = Task { try await session.generateIds(fx.prompt, options: greedy(200)) }
