@@ -3,7 +3,8 @@
 #  1. the core and cross-crate test suites (kernels vs the scalar reference, golden fixtures,
 #     quantized agreement) for aarch64-unknown-linux-gnu under qemu-user, once with a CPU that
 #     has dotprod + i8mm (qemu "max") and once without (Cortex-A53), so every dispatch branch runs;
-#  2. a compile check of core and bindings for aarch64-linux-android (no NDK here: no link).
+#  2. a compile check of core and bindings for aarch64-linux-android (no NDK here: no link),
+#     and a type check for aarch64-apple-ios (no Apple SDK here).
 # Uses Debian's rustc-web 1.96 (/usr/bin/cargo) with its multiarch arm64 std; rustup's
 # toolchain has no aarch64 std and is not mixed in.
 set -euo pipefail
@@ -30,16 +31,28 @@ mkdir -p "$CARGO_TARGET_DIR"
 echo "== building the aarch64 test binaries"
 $CARGO test --no-run -q --target aarch64-unknown-linux-gnu -p pocketlm-core -p pocketlm-tests
 
-for cpu in max cortex-a53; do
+run() { # cpu, cargo test selection...
+    local cpu=$1
+    shift
     echo "== aarch64 tests under qemu -cpu $cpu"
-    QEMU_CPU=$cpu $CARGO test -q --target aarch64-unknown-linux-gnu -p pocketlm-core -p pocketlm-tests \
-        -- --test-threads 2 --nocapture 2>&1 | tee -a "$log" | grep -E "^test result|kernel sets tested|FAILED|panicked" | sort | uniq -c
-done
+    QEMU_CPU=$cpu $CARGO test -q --target aarch64-unknown-linux-gnu "$@" -- --test-threads 2 --nocapture 2>&1 |
+        tee -a "$log" | grep -E "^test result|kernel sets tested|FAILED|panicked" | sed 's/^\.*//' | sort | uniq -c
+}
+# qemu's "max" CPU has dotprod and i8mm: every test, all NEON variants.
+run max -p pocketlm-core -p pocketlm-tests
+# Cortex-A53 has neither: the plain-NEON fallback through the kernel tests, the golden
+# fixtures and the quantized-engine agreement (the CPU-independent suites ran above).
+run cortex-a53 -p pocketlm-core
+run cortex-a53 -p pocketlm-tests --test conformance --test quantized
 
 echo "== compile check: aarch64-linux-android (core + bindings, build-std)"
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$PWD/target/android-check $CARGO build -q --lib --target aarch64-linux-android \
     -Zbuild-std=std,panic_abort -p pocketlm-core -p pocketlm
 echo "android: pocketlm-core and pocketlm compile for aarch64-linux-android"
+echo "== type check: aarch64-apple-ios (core + bindings, build-std; no Apple SDK here, so no link)"
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$PWD/target/ios-check $CARGO check -q --lib --target aarch64-apple-ios \
+    -Zbuild-std=std,panic_abort -p pocketlm-core -p pocketlm
+echo "ios: pocketlm-core and pocketlm type-check for aarch64-apple-ios"
 
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -1,20 +1,65 @@
 #!/usr/bin/env bash
-# The whole test suite, exactly what CI runs (.ci/run calls this after installing tools).
-# Needs the workplace's shared/ folder (fixtures, tokenizer) beside an ancestor of the
-# checkout, or POCKETLM_SHARED pointing at it.
-set -euo pipefail
+# The whole test suite, exactly what CI runs (.ci/run calls this). Installs what it needs on a
+# fresh Debian 12 machine (apt, npm), then runs, in order:
+#   1. cargo fmt --check, clippy -D warnings, and every Rust test (core, cli, cross-crate:
+#      golden fixtures, tokenizer vectors, corrupted files, quantized agreement, long context);
+#   2. scripts/test-kotlin.sh   Kotlin bindings + Android wrapper, JUnit 5 on the JVM;
+#   3. scripts/test-swift.sh    Swift bindings + iOS wrapper, XCTest in a Swift 6 chroot;
+#   4. scripts/test-aarch64.sh  the ARM64 suites under qemu (with and without dotprod/i8mm)
+#                               and the Android compile check.
+# Needs the workplace's shared/ folder (fixtures, tokenizer) beside an ancestor of the checkout,
+# or POCKETLM_SHARED pointing at it. POCKETLM_SKIP="swift aarch64" skips steps (local use).
+# The last line counts every test: `N passed, N failed`.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
+mkdir -p target
+total_pass=0
+total_fail=0
+summary=()
+
+count() { # name, log: add the log's last `N passed, N failed` line to the totals
+    local line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$2" | tail -1)
+    p=$(echo "${line:-0 passed, 1 failed}" | awk '{print $1}')
+    f=$(echo "${line:-0 passed, 1 failed}" | awk '{print $3}')
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    summary+=("$1: $p passed, $f failed")
+}
+
+skipped() { [[ " ${POCKETLM_SKIP:-} " == *" $1 "* ]]; }
 
 echo "== format and lints"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+if cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings; then
+    summary+=("fmt + clippy: clean")
+else
+    summary+=("fmt + clippy: FAILED")
+    total_fail=$((total_fail + 1))
+fi
 
-echo "== Rust tests (core, cli, cross-crate: fixtures, tokenizer, loader, sessions)"
+echo "== Rust tests"
+t0=$SECONDS
 cargo test --workspace 2>&1 | tee target/rust-tests.log
-passed=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
+p=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
+f=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
+grep -q "error\[" target/rust-tests.log && f=$((f + 1))
+printf '%s passed, %s failed\n' "$p" "$f" >> target/rust-tests.log
+count "rust ($((SECONDS - t0)) s)" target/rust-tests.log
 
-echo "== done in $((SECONDS - start)) s"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+for step in kotlin swift aarch64; do
+    if skipped "$step"; then
+        summary+=("$step: skipped (POCKETLM_SKIP)")
+        continue
+    fi
+    echo "== $step"
+    t0=$SECONDS
+    bash "scripts/test-$step.sh" 2>&1 | tee "target/$step-tests.log"
+    count "$step ($((SECONDS - t0)) s)" "target/$step-tests.log"
+done
+
+echo
+echo "== summary ($((SECONDS - start)) s)"
+printf '  %s\n' "${summary[@]}"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
