@@ -38,7 +38,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // llama.cpp spells the cache type `-ctk`, which clap would read as `-c tk`.
+    let args = std::env::args().map(|a| if a == "-ctk" { "--cache-type".to_string() } else { a });
+    let cli = Cli::parse_from(args);
     let result = match cli.cmd {
         Cmd::Convert(a) => convert_cmd::run(a),
         Cmd::Info(a) => info_cmd::run(a),
