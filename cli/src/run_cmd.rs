@@ -12,8 +12,11 @@ pub struct Args {
     #[arg(short, long)]
     model: PathBuf,
     /// Prompt text (with --ids: comma-separated token ids)
-    #[arg(short, long)]
+    #[arg(short, long, required_unless_present = "file", default_value = "")]
     prompt: String,
+    /// Read the prompt from this file (long prompts)
+    #[arg(short, long)]
+    file: Option<PathBuf>,
     /// Tokens to generate
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
@@ -110,7 +113,10 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     pocketlm_core::threads::pool(a.threads)?.install(|| generate(a))
 }
 
-fn generate(a: Args) -> pocketlm_core::Result<()> {
+fn generate(mut a: Args) -> pocketlm_core::Result<()> {
+    if let Some(f) = &a.file {
+        a.prompt = std::fs::read_to_string(f).map_err(|e| Error::Io { path: f.clone(), source: e })?;
+    }
     let model = Arc::new(Model::load(&a.model)?);
     let train = a.alibi_train_len.unwrap_or(model.hparams.n_ctx_train);
     let sopts = SessionOptions {
