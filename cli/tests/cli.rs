@@ -23,6 +23,17 @@ fn pocketlm(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args).output().expect("run pocketlm")
 }
 
+/// Converts the tiny fixture to an f32 GGUF with the binary, in `dir`.
+fn convert_tiny(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny.gguf");
+    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
+    let tiny = fixtures().join("tiny");
+    let (t, o, k) = (tiny.to_str().unwrap(), out.to_str().unwrap(), tok.to_str().unwrap());
+    let run = pocketlm(&["convert", t, o, "--type", "f32", "--tokenizer", k]);
+    assert!(run.status.success(), "convert: {}", String::from_utf8_lossy(&run.stderr));
+    out
+}
+
 fn npy_i64(path: &Path) -> Vec<i64> {
     let b = std::fs::read(path).unwrap();
     let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
@@ -32,19 +43,8 @@ fn npy_i64(path: &Path) -> Vec<i64> {
 #[test]
 fn convert_info_and_greedy_run_by_ids() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("tiny.gguf");
+    let out = convert_tiny(tmp.path());
     let tiny = fixtures().join("tiny");
-    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
-    let o = pocketlm(&[
-        "convert",
-        tiny.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--type",
-        "f32",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "convert: {}", String::from_utf8_lossy(&o.stderr));
 
     let o = pocketlm(&["info", out.to_str().unwrap()]);
     let info = String::from_utf8_lossy(&o.stdout);
@@ -102,19 +102,7 @@ fn bad_input_is_a_clear_error_not_a_crash() {
 #[test]
 fn perplexity_kl_divergence_and_long_context_flags() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("tiny.gguf");
-    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
-    let tiny = fixtures().join("tiny");
-    let o = pocketlm(&[
-        "convert",
-        tiny.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--type",
-        "f32",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let out = convert_tiny(tmp.path());
     let m = out.to_str().unwrap();
     let text = shared().join("text/books/austen_persuasion.txt");
     let logits = tmp.path().join("ref.logits");
@@ -206,6 +194,12 @@ fn perplexity_kl_divergence_and_long_context_flags() {
     let o = Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args(" and more")).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("restored"), "{err}");
+    // A prompt from a file (-f), as for prompts longer than a command line allows.
+    let prompt = tmp.path().join("prompt.txt");
+    std::fs::write(&prompt, "Once upon a time").unwrap();
+    let o = pocketlm(&["run", "-m", m, "-f", prompt.to_str().unwrap(), "-n", "4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("prompt: 4 tokens"), "{err}");
     let o = pocketlm(&["run", "-m", m, "-p", "x", "--mem-budget", "1M"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget"), "{}", String::from_utf8_lossy(&o.stderr));
 }
