@@ -21,6 +21,23 @@ use std::sync::OnceLock;
 pub type GemmFn<B> =
     fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
 
+/// Bounds every SIMD gemm checks once before its unchecked block accesses.
+pub(crate) fn check_gemm(
+    wl: usize,
+    nbw: usize,
+    xl: usize,
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    ol: usize,
+    ldo: usize,
+) {
+    assert!(rows == 0 || wl >= rows * nbw, "weight rows out of range");
+    assert!(toks == 0 || xl >= toks * nbx, "activation rows out of range");
+    assert!(rows == 0 || toks == 0 || ol >= (rows - 1) * ldo + toks, "output out of range");
+    assert!(toks <= ldo || rows <= 1);
+}
+
 /// One instruction set's implementation of every kernel.
 pub struct Kernels {
     pub isa: &'static str,

@@ -5,7 +5,7 @@
 //! `smull`/`sadalp` widening multiplies. The i8mm prefill path feeds 2 weight rows x 2 tokens
 //! to `smmla`, which computes the 2x2 block of 8-element dot products in one instruction.
 
-use crate::kernels::{generic, Kernels};
+use crate::kernels::{check_gemm, generic, Kernels};
 use crate::quant::{q4k::scale_min, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK};
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -52,12 +52,6 @@ static I8MM: Kernels = Kernels { isa: "neon-i8mm", gemm_q4_0: gemm_q4_0_i8mm, ..
 
 // SAFETY (all wrappers): NEON is architecturally present on aarch64; the dotprod/i8mm tables
 // are only handed out after runtime detection. Bounds are checked before the unchecked loops.
-
-fn check(wl: usize, nbw: usize, xl: usize, nbx: usize, rows: usize, toks: usize, ol: usize, ldo: usize) {
-    assert!(rows == 0 || wl >= rows * nbw, "weight rows out of range");
-    assert!(toks == 0 || xl >= toks * nbx, "activation rows out of range");
-    assert!(rows == 0 || toks == 0 || ol >= (rows - 1) * ldo + toks, "output out of range");
-}
 
 fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
@@ -138,7 +132,7 @@ macro_rules! gemm_per_block {
             out: &mut [f32],
             ldo: usize,
         ) {
-            check(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+            check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
             assert!(nbx >= nbw * $blocks_per);
             unsafe { $inner(w, nbw, x, nbx, rows, toks, out, ldo) }
         }
@@ -277,7 +271,7 @@ fn gemm_q4_0_i8mm(
     out: &mut [f32],
     ldo: usize,
 ) {
-    check(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     assert!(nbx >= nbw);
     unsafe { gemm_q4_0_i8mm_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
 }

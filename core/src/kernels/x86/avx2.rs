@@ -10,7 +10,7 @@
 //! reachable only through the table returned by [`avx2`], which exists only when the CPU has
 //! the features (checked at runtime).
 
-use crate::kernels::Kernels;
+use crate::kernels::{check_gemm, Kernels};
 use crate::quant::{q4k::scale_min, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK};
 use half::f16;
 use std::arch::x86_64::*;
@@ -170,15 +170,6 @@ fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     let n = x.len().min(y.len());
     unsafe { axpy_f16_impl(a, &x[..n], &mut y[..n]) }
-}
-
-/// Bounds for the unchecked block accesses of the gemm kernels.
-#[allow(clippy::too_many_arguments)]
-fn check_gemm(wl: usize, nbw: usize, xl: usize, nbx: usize, rows: usize, toks: usize, ol: usize, ldo: usize) {
-    assert!(rows == 0 || wl >= rows * nbw, "weight rows out of range");
-    assert!(toks == 0 || xl >= toks * nbx, "activation rows out of range");
-    assert!(rows == 0 || toks == 0 || ol >= (rows - 1) * ldo + toks, "output out of range");
-    assert!(toks <= ldo || rows <= 1);
 }
 
 #[inline]
