@@ -113,7 +113,7 @@ pub static SCALAR: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
-    v.extend([x86::avx2(), x86::avx_vnni(), x86::avx512_vnni()].into_iter().flatten());
+    v.extend([x86::avx2(), x86::avx_vnni(), x86::avx512_vnni(), x86::avx512_vbmi()].into_iter().flatten());
     #[cfg(target_arch = "aarch64")]
     v.extend([arm::neon(), arm::dotprod(), arm::i8mm()].into_iter().flatten());
     v

@@ -83,7 +83,7 @@ fn check_gemm<B>(
     for k in simd_sets() {
         for &nbw in blocks_per_row {
             let nbx = nbw * acts_per_block;
-            for (rows, toks) in [(1, 1), (4, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)] {
+            for (rows, toks) in [(1, 1), (4, 1), (9, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)] {
                 let w: Vec<B> = (0..rows).flat_map(|_| make_row(&mut rng, nbw)).collect();
                 let x = random_acts(&mut rng, toks * nbx);
                 let ldo = toks + 1; // a gap between rows must be left alone
@@ -111,7 +111,7 @@ fn gemm_q4_0_matches_scalar() {
     let mag = |w: &[BlockQ4_0], x: &[BlockQ8A]| {
         w.iter().zip(x).map(|(w, x)| (w.delta.to_f32().abs() * x.d.abs()) as f64 * 32.0 * 15.0 * 127.0).sum()
     };
-    check_gemm("q4_0", &mut make, &[1, 3, 13, 80], 1, |k| k.gemm_q4_0, &mag);
+    check_gemm("q4_0", &mut make, &[1, 3, 4, 13, 15, 80], 1, |k| k.gemm_q4_0, &mag);
 }
 
 #[test]

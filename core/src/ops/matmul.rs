@@ -35,6 +35,9 @@ impl MatRef<'_> {
 /// Weight rows per parallel task: a 16-row chunk of a 2560-wide Q4_0 matrix is 23 KB, which
 /// stays in L1/L2 while every token tile streams past it.
 const ROWS_PER_TASK: usize = 16;
+/// Weight rows per task for single-token decode, where nothing is reused across tokens and a
+/// kernel call's fixed cost (rearranging the activations) is better spread over more rows.
+const DECODE_ROWS_PER_TASK: usize = 64;
 /// Tokens per tile: 64 tokens of 2560 activations are 200 KB of int8 blocks (L2-resident).
 const TOKENS_PER_TILE: usize = 64;
 
@@ -86,8 +89,9 @@ fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32
     acts.par_chunks_mut(nbx).zip(x.par_chunks(w.cols)).for_each(|(a, xr)| (k.quantize_q8a)(xr, a));
     let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
     let nbw = blocks.len() / w.rows.max(1);
-    yt.par_chunks_mut(ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
-        let r0 = ci * ROWS_PER_TASK;
+    let per_task = if n_tok == 1 { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
+    yt.par_chunks_mut(per_task * n_tok).enumerate().for_each(|(ci, chunk)| {
+        let r0 = ci * per_task;
         let rows = chunk.len() / n_tok;
         let wchunk = &blocks[r0 * nbw..(r0 + rows) * nbw];
         for t0 in (0..n_tok).step_by(TOKENS_PER_TILE) {
