@@ -157,6 +157,25 @@ impl HeadRows<'_> {
         }
     }
 
+    /// Rows `start..start + n` as f32 into `out` (`n * d` long), for the prefill attention
+    /// tiles: converted once per tile and then used by a whole block of queries.
+    pub fn rows_to_f32(&self, start: usize, d: usize, out: &mut [f32]) {
+        let (a, b) = (start * d, start * d + out.len());
+        match self {
+            HeadRows::F32(r) => out.copy_from_slice(&r[a..b]),
+            HeadRows::F16(r) => {
+                use half::slice::HalfFloatSliceExt;
+                r[a..b].convert_to_f32_slice(out)
+            }
+            HeadRows::Q8(r, s) => {
+                for (j, (o, q)) in out.chunks_exact_mut(d).zip(r[a..b].chunks_exact(d)).enumerate() {
+                    let sc = s[start + j];
+                    o.iter_mut().zip(q).for_each(|(o, &q)| *o = sc * q as f32);
+                }
+            }
+        }
+    }
+
     /// out += w * row `j`.
     #[inline]
     pub fn axpy(&self, k: &Kernels, j: usize, w: f32, out: &mut [f32]) {

@@ -106,3 +106,108 @@ pub fn gemm<B>(
         }
     }
 }
+
+/// Attention scores of a block of queries against a tile of keys stored transposed
+/// (`kt[c * nk + j]` = key j, component c): `s[i * nk + j] = Σ_c q[i * d + c] · kt[c * nk + j]`.
+pub fn qk_tile(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]) {
+    qk_entries(q, kt, d, nk, s, 0..q.len() / d.max(1), 0..nk);
+}
+
+/// Weighted values of a tile: `o[i * d + c] += Σ_j p[i * nk + j] · v[j * d + c]`.
+pub fn pv_tile(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32]) {
+    pv_entries(p, v, d, nk, o, 0..o.len() / d.max(1), 0..d);
+}
+
+fn qk_entries(
+    q: &[f32],
+    kt: &[f32],
+    d: usize,
+    nk: usize,
+    s: &mut [f32],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    for i in rows {
+        for j in cols.clone() {
+            s[i * nk + j] = (0..d).map(|c| q[i * d + c] * kt[c * nk + j]).sum();
+        }
+    }
+}
+
+fn pv_entries(
+    p: &[f32],
+    v: &[f32],
+    d: usize,
+    nk: usize,
+    o: &mut [f32],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    for i in rows {
+        for c in cols.clone() {
+            o[i * d + c] += (0..nk).map(|j| p[i * nk + j] * v[j * d + c]).sum::<f32>();
+        }
+    }
+}
+
+/// Register-tiled [`qk_tile`]: 4 queries x 16 keys of accumulators, written so the compiler
+/// keeps them in vector registers (SIMD sets compile it with their target features): fixed
+/// trip counts, rows sliced up front so no bounds check sits in the inner loop. The edges fall
+/// back to the plain loops.
+#[inline(always)]
+pub fn qk_tile_blocked(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]) {
+    let nq = q.len() / d.max(1);
+    assert!(kt.len() >= d * nk && s.len() >= nq * nk);
+    let (nq4, nk16) = (nq / 4 * 4, nk / 16 * 16);
+    for i in (0..nq4).step_by(4) {
+        let qr: [&[f32]; 4] = std::array::from_fn(|r| &q[(i + r) * d..(i + r + 1) * d]);
+        for j in (0..nk16).step_by(16) {
+            let mut acc = [[0f32; 16]; 4];
+            for c in 0..d {
+                let k: [f32; 16] = kt[c * nk + j..c * nk + j + 16].try_into().unwrap();
+                let qv = [qr[0][c], qr[1][c], qr[2][c], qr[3][c]];
+                for r in 0..4 {
+                    for jj in 0..16 {
+                        acc[r][jj] += qv[r] * k[jj];
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                s[(i + r) * nk + j..(i + r) * nk + j + 16].copy_from_slice(a);
+            }
+        }
+        qk_entries(q, kt, d, nk, s, i..i + 4, nk16..nk);
+    }
+    qk_entries(q, kt, d, nk, s, nq4..nq, 0..nk);
+}
+
+/// Register-tiled [`pv_tile`]: 4 queries x 16 value components.
+#[inline(always)]
+pub fn pv_tile_blocked(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32]) {
+    let nq = o.len() / d.max(1);
+    assert!(p.len() >= nq * nk && v.len() >= nk * d);
+    let (nq4, d16) = (nq / 4 * 4, d / 16 * 16);
+    for i in (0..nq4).step_by(4) {
+        let pr: [&[f32]; 4] = std::array::from_fn(|r| &p[(i + r) * nk..(i + r + 1) * nk]);
+        for c in (0..d16).step_by(16) {
+            let mut acc = [[0f32; 16]; 4];
+            for (r, a) in acc.iter_mut().enumerate() {
+                a.copy_from_slice(&o[(i + r) * d + c..(i + r) * d + c + 16]);
+            }
+            for j in 0..nk {
+                let vv: [f32; 16] = v[j * d + c..j * d + c + 16].try_into().unwrap();
+                let pv = [pr[0][j], pr[1][j], pr[2][j], pr[3][j]];
+                for r in 0..4 {
+                    for cc in 0..16 {
+                        acc[r][cc] += pv[r] * vv[cc];
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                o[(i + r) * d + c..(i + r) * d + c + 16].copy_from_slice(a);
+            }
+        }
+        pv_entries(p, v, d, nk, o, i..i + 4, d16..d);
+    }
+    pv_entries(p, v, d, nk, o, nq4..nq, 0..d);
+}

@@ -53,6 +53,11 @@ pub struct Kernels {
     pub dot_i8: fn(&[i8], &[f32]) -> f32,
     /// y += alpha · x with int8 `x`.
     pub axpy_i8: fn(f32, &[i8], &mut [f32]),
+    /// Prefill attention scores, a block of queries x a tile of transposed keys
+    /// (see [`generic::qk_tile`]).
+    pub qk_tile: fn(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]),
+    /// Prefill attention weighted values (see [`generic::pv_tile`]).
+    pub pv_tile: fn(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32]),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -107,6 +112,8 @@ pub static SCALAR: Kernels = Kernels {
     axpy_f16: generic::axpy_f16,
     dot_i8: generic::dot_i8,
     axpy_i8: generic::axpy_i8,
+    qk_tile: generic::qk_tile,
+    pv_tile: generic::pv_tile,
 };
 
 /// Every kernel set this CPU can run, best last (the scalar reference first).

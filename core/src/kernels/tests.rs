@@ -222,3 +222,44 @@ fn scalar_reference_matches_dequantized_math() {
         assert!((got as f64 - want).abs() < 1e-4, "{ty}: {got} vs {want}");
     }
 }
+
+/// Prefill attention tiles (scores and weighted values) against the plain loops, on block
+/// shapes around the 4 x 16 register tile.
+#[test]
+fn attention_tiles_match_scalar() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for k in simd_sets() {
+        for d in [1, 16, 17, 80] {
+            for nq in [1, 3, 4, 5, 13] {
+                for nk in [1, 15, 16, 17, 64] {
+                    let q: Vec<f32> = (0..nq * d).map(|_| extreme_f32(&mut rng)).collect();
+                    let kt: Vec<f32> = (0..d * nk).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                    let (mut s1, mut s2) = (vec![0f32; nq * nk], vec![0f32; nq * nk]);
+                    (k.qk_tile)(&q, &kt, d, nk, &mut s1);
+                    generic::qk_tile(&q, &kt, d, nk, &mut s2);
+                    for i in 0..nq {
+                        for j in 0..nk {
+                            let mag: f64 = (0..d).map(|c| (q[i * d + c] * kt[c * nk + j]).abs() as f64).sum();
+                            let what = format!("qk_tile d {d} nq {nq} nk {nk} [{i},{j}]");
+                            check_close(k.isa, &what, s1[i * nk + j], s2[i * nk + j], mag);
+                        }
+                    }
+                    let p: Vec<f32> = (0..nq * nk).map(|_| rng.random_range(0.0f32..1.0)).collect();
+                    let v: Vec<f32> = (0..nk * d).map(|_| extreme_f32(&mut rng)).collect();
+                    let o0: Vec<f32> = (0..nq * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                    let (mut o1, mut o2) = (o0.clone(), o0.clone());
+                    (k.pv_tile)(&p, &v, d, nk, &mut o1);
+                    generic::pv_tile(&p, &v, d, nk, &mut o2);
+                    for i in 0..nq {
+                        for c in 0..d {
+                            let mag = o0[i * d + c].abs() as f64
+                                + (0..nk).map(|j| (p[i * nk + j] * v[j * d + c]).abs() as f64).sum::<f64>();
+                            let what = format!("pv_tile d {d} nq {nq} nk {nk} [{i},{c}]");
+                            check_close(k.isa, &what, o1[i * d + c], o2[i * d + c], mag);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -20,6 +20,14 @@ pub const TILE: usize = 128;
 /// Contributions below e^−CUTOFF of the running maximum are not computed.
 const CUTOFF: f32 = 40.0;
 
+/// Prompts of at least this many new tokens take the block path ([`Head::query_block`]).
+const BLOCK_MIN_TOKENS: usize = 8;
+/// Queries per block on the block path (a multiple of the kernels' 4-query register tile).
+const QBLOCK: usize = 32;
+/// Keys per tile on the block path: a tile's keys and values as f32 (2 x 64 x 80 floats for
+/// BTLM) stay in L1 while the block's queries use them.
+const KTILE: usize = 64;
+
 /// Attention for `n_tok` new queries at absolute positions `pos0..pos0+n_tok`, whose keys and
 /// values are already in the cache. `q` is [n_tok][n_embd]; `out` likewise.
 #[allow(clippy::too_many_arguments)]
@@ -38,25 +46,30 @@ pub fn attend(
     let n_embd = q.len() / n_tok;
     let d = n_embd / n_head;
     let k = kernels::best();
-    // One task per head writes a [n_tok][d] block; scattered into `out` afterwards.
-    let per_head: Vec<Vec<f32>> = (0..n_head)
-        .into_par_iter()
-        .map(|h| {
+    let qblock = if n_tok >= BLOCK_MIN_TOKENS { QBLOCK } else { 1 };
+    let tasks: Vec<(usize, usize)> =
+        (0..n_head).flat_map(|h| (0..n_tok).step_by(qblock).map(move |t0| (h, t0))).collect();
+    // One task per (head, query block) writes a [nq][d] block; scattered into `out` afterwards.
+    let blocks: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(h, t0)| {
             let (keys, vals, kmax) = cache.head(layer, h, pos0 + n_tok);
-            let slope = slopes[h] / alibi_scale;
-            let mut res = vec![0f32; n_tok * d];
-            let mut scores = vec![0f32; TILE];
-            for t in 0..n_tok {
-                let qh = &q[t * n_embd + h * d..t * n_embd + (h + 1) * d];
-                let head = Head { k, keys: &keys, vals: &vals, kmax, slope, qk_scale };
-                head.query(qh, pos0 + t, &mut scores, &mut res[t * d..(t + 1) * d]);
+            let head = Head { k, keys: &keys, vals: &vals, kmax, slope: slopes[h] / alibi_scale, qk_scale };
+            let nq = qblock.min(n_tok - t0);
+            let qrow = |t: usize| &q[(t0 + t) * n_embd + h * d..(t0 + t) * n_embd + (h + 1) * d];
+            if qblock == 1 {
+                let mut res = vec![0f32; d];
+                head.query(qrow(0), pos0 + t0, &mut vec![0f32; TILE], &mut res);
+                res
+            } else {
+                head.query_block(&(0..nq).map(qrow).collect::<Vec<_>>(), pos0 + t0, d)
             }
-            res
         })
         .collect();
-    for (h, block) in per_head.iter().enumerate() {
-        for t in 0..n_tok {
-            out[t * n_embd + h * d..t * n_embd + (h + 1) * d].copy_from_slice(&block[t * d..(t + 1) * d]);
+    for (&(h, t0), block) in tasks.iter().zip(&blocks) {
+        for (i, o) in block.chunks_exact(d).enumerate() {
+            let t = t0 + i;
+            out[t * n_embd + h * d..t * n_embd + (h + 1) * d].copy_from_slice(o);
         }
     }
 }
@@ -107,6 +120,83 @@ impl Head<'_> {
         }
         let inv = 1.0 / l;
         o.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+impl Head<'_> {
+    /// A block of queries at consecutive positions `pos0..` against their keys, in tiles:
+    /// each tile of keys and values is converted to f32 once, and the scores and weighted sums
+    /// are small matrix products (the kernels' register-tiled `qk_tile` / `pv_tile`) instead of
+    /// one dot per (query, key). The online softmax and the ALiBi cut-off work as in [`query`],
+    /// per query; the scan stops when every query of the block is past its cut-off.
+    ///
+    /// [`query`]: Head::query
+    fn query_block(&self, qs: &[&[f32]], pos0: usize, d: usize) -> Vec<f32> {
+        let nq = qs.len();
+        let nq4 = nq.div_ceil(4) * 4;
+        // Queries pre-scaled by qk_scale; padding rows stay zero (their output is dropped).
+        let mut qb = vec![0f32; nq4 * d];
+        let mut bound = vec![0f32; nq];
+        for (i, q) in qs.iter().enumerate() {
+            qb[i * d..(i + 1) * d].iter_mut().zip(*q).for_each(|(a, &b)| *a = b * self.qk_scale);
+            bound[i] = q.iter().map(|x| x * x).sum::<f32>().sqrt() * self.kmax * self.qk_scale.abs();
+        }
+        let (mut m, mut l) = (vec![f32::NEG_INFINITY; nq], vec![0f32; nq]);
+        let mut o = vec![0f32; nq4 * d];
+        let (mut kr, mut kt, mut vr) = (vec![0f32; KTILE * d], vec![0f32; KTILE * d], vec![0f32; KTILE * d]);
+        let mut s = vec![0f32; nq4 * KTILE];
+        let mut end = pos0 + nq;
+        while end > 0 {
+            let start = end.saturating_sub(KTILE);
+            let past_cutoff = |i: usize| {
+                let best = bound[i] - self.slope * (pos0 + i + 1 - end) as f32;
+                m[i].is_finite() && best < m[i] - CUTOFF
+            };
+            if self.slope > 0.0 && (0..nq).all(past_cutoff) {
+                break;
+            }
+            let nk = end - start;
+            self.keys.rows_to_f32(start, d, &mut kr[..nk * d]);
+            for (j, row) in kr[..nk * d].chunks_exact(d).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    kt[c * nk + j] = v;
+                }
+            }
+            self.vals.rows_to_f32(start, d, &mut vr[..nk * d]);
+            let s = &mut s[..nq4 * nk];
+            (self.k.qk_tile)(&qb, &kt[..d * nk], d, nk, s);
+            for (i, row) in s.chunks_exact_mut(nk).take(nq).enumerate() {
+                let pos = pos0 + i;
+                let mut mx = m[i];
+                for (jj, sc) in row.iter_mut().enumerate() {
+                    let j = start + jj;
+                    *sc = if j > pos { f32::NEG_INFINITY } else { *sc - self.slope * (pos - j) as f32 };
+                    mx = mx.max(*sc);
+                }
+                if mx == f32::NEG_INFINITY {
+                    row.fill(0.0); // every key of the tile is in this query's future
+                    continue;
+                }
+                let corr = (m[i] - mx).exp(); // 0 on the query's first tile (m = -inf)
+                if corr != 1.0 {
+                    l[i] *= corr;
+                    o[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= corr);
+                }
+                for sc in row.iter_mut() {
+                    *sc = (*sc - mx).exp();
+                    l[i] += *sc;
+                }
+                m[i] = mx;
+            }
+            (self.k.pv_tile)(s, &vr[..nk * d], d, nk, &mut o);
+            end = start;
+        }
+        o.truncate(nq * d);
+        for (row, &li) in o.chunks_exact_mut(d).zip(&l) {
+            let inv = 1.0 / li;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        o
     }
 }
 
@@ -201,7 +291,7 @@ mod tests {
             let hp = hparams(n_head, d);
             let e = n_head * d;
             for total in [1, 2, 127, 128, 129, 300, 700] {
-                for (n_tok, scale) in [(1, 1.0), (total.min(37), 1.0), (1, 4.0)] {
+                for (n_tok, scale) in [(1, 1.0), (total.min(37), 1.0), (1, 4.0), (total, 4.0)] {
                     let mut cache = KvCache::new(&hp, total, KvType::F32, None).unwrap();
                     for p in 0..total {
                         let k: Vec<f32> = (0..e).map(|_| rng.random_range(-3.0f32..3.0)).collect();

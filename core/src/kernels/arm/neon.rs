@@ -38,6 +38,9 @@ static NEON: Kernels = Kernels {
     axpy_f16: generic::axpy_f16,
     dot_i8,
     axpy_i8,
+    // NEON is baseline on aarch64, so the register-tiled loops compile to it directly.
+    qk_tile: generic::qk_tile_blocked,
+    pv_tile: generic::pv_tile_blocked,
 };
 
 static DOTPROD: Kernels = Kernels {

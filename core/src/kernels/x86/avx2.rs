@@ -62,10 +62,31 @@ static AVX2: Kernels = Kernels {
     axpy_f16,
     dot_i8,
     axpy_i8,
+    qk_tile,
+    pv_tile,
 };
 
 // SAFETY (all wrappers below): only reachable through `AVX2`, handed out by `avx2()` after the
 // runtime feature check. Slice bounds are checked in the wrappers or the callees.
+
+fn qk_tile(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]) {
+    unsafe { qk_tile_impl(q, kt, d, nk, s) }
+}
+
+/// The register-tiled loops compiled for AVX2 + FMA (16 ymm registers hold the 4 x 16 tile).
+#[target_feature(enable = "avx2,fma")]
+fn qk_tile_impl(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]) {
+    crate::kernels::generic::qk_tile_blocked(q, kt, d, nk, s)
+}
+
+fn pv_tile(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32]) {
+    unsafe { pv_tile_impl(p, v, d, nk, o) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn pv_tile_impl(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32]) {
+    crate::kernels::generic::pv_tile_blocked(p, v, d, nk, o)
+}
 
 fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
     assert!(out.len() * QK >= x.len() / QK * QK);
