@@ -84,9 +84,8 @@ impl Store {
         match self {
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
             Store::F16(v) => {
-                for (d, &s) in v[at..at + src.len()].iter_mut().zip(src) {
-                    *d = f16::from_f32(s);
-                }
+                use half::slice::HalfFloatSliceExt;
+                v[at..at + src.len()].convert_from_f32_slice(src)
             }
             Store::Q8(q, d) => {
                 let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));

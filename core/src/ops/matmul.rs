@@ -86,7 +86,11 @@ fn float_rows(k: &Kernels, w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32]) {
 fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32], k: &Kernels, gemm: GemmFn<B>) {
     let nbx = w.cols / QK;
     let mut acts = vec![BlockQ8A::ZERO; n_tok * nbx];
-    acts.par_chunks_mut(nbx).zip(x.par_chunks(w.cols)).for_each(|(a, xr)| (k.quantize_q8a)(xr, a));
+    if n_tok == 1 {
+        (k.quantize_q8a)(x, &mut acts); // not worth waking a worker for
+    } else {
+        acts.par_chunks_mut(nbx).zip(x.par_chunks(w.cols)).for_each(|(a, xr)| (k.quantize_q8a)(xr, a));
+    }
     let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
     let nbw = blocks.len() / w.rows.max(1);
     let per_task = if n_tok == 1 { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
