@@ -42,15 +42,20 @@ pub fn avx512_vnni() -> Option<&'static Kernels> {
 
 static AVX512_VNNI: Kernels = Kernels { isa: "avx512-vnni", gemm_q4_0: gemm_q4_0_avx512, ..AVX2 };
 
-/// AVX-512 VNNI plus VBMI (Ice Lake, Zen 4 and later): single-token Q4_0 and Q4_K products on
-/// 512-bit registers, where byte permutes unpack 18-byte blocks cheaply (see `q4_0_zmm`,
-/// `q4k_zmm`).
+/// AVX-512 VNNI plus VBMI (Ice Lake, Zen 4 and later): single-token Q4_0, Q4_K and Q8_0
+/// products on 512-bit registers, where byte permutes unpack 18- and 34-byte blocks cheaply (see
+/// `q4_0_zmm`, `q4k_zmm`, `q8_0_zmm`).
 pub fn avx512_vbmi() -> Option<&'static Kernels> {
     (avx512_vnni().is_some() && is_x86_feature_detected!("avx512vbmi")).then_some(&AVX512_VBMI)
 }
 
-static AVX512_VBMI: Kernels =
-    Kernels { isa: "avx512-vbmi", gemm_q4_0: gemm_q4_0_zmm, gemm_q4k: gemm_q4k_zmm, ..AVX512_VNNI };
+static AVX512_VBMI: Kernels = Kernels {
+    isa: "avx512-vbmi",
+    gemm_q4_0: gemm_q4_0_zmm,
+    gemm_q4k: gemm_q4k_zmm,
+    gemm_q8_0: gemm_q8_0_zmm,
+    ..AVX512_VNNI
+};
 
 static AVX2: Kernels = Kernels {
     isa: "avx2",
@@ -142,6 +147,25 @@ fn gemm_q4_0_zmm(
         unsafe { super::q4_0_zmm::gemv(w, nbw, x, rows, out, ldo) }
     } else {
         unsafe { super::q4_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
+    }
+}
+
+fn gemm_q8_0_zmm(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw);
+    if toks == 1 {
+        unsafe { super::q8_0_zmm::gemv(w, nbw, x, rows, out, ldo) }
+    } else {
+        unsafe { gemm_q8_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
     }
 }
 

@@ -12,6 +12,7 @@
 //! offset of 8 is folded into the integer accumulator's starting value (−8·Σx per lane,
 //! prepared once per call with the activations in matching lane order).
 
+use super::byte_mask;
 use crate::quant::{BlockQ4_0, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -161,8 +162,8 @@ fn row(w: &[BlockQ4_0], xs: &[XChunk]) -> f32 {
         // SAFETY: masked loads touch only the `bytes` bytes of blocks b..b+n of the row.
         unsafe {
             let p = w.as_ptr().add(b).cast::<u8>();
-            let a = _mm512_maskz_loadu_epi8(mask(bytes.min(64)), p.cast());
-            let hi = _mm512_maskz_loadu_epi8(mask(bytes.saturating_sub(64)), p.add(64).cast());
+            let a = _mm512_maskz_loadu_epi8(byte_mask(bytes.min(64)), p.cast());
+            let hi = _mm512_maskz_loadu_epi8(byte_mask(bytes.saturating_sub(64)), p.add(64).cast());
             let d8 = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(a, d_idx, hi)));
             let q = _mm512_permutex2var_epi8(a, q_lo, hi);
             let dw = _mm512_permutexvar_ps(spread_lo, _mm512_castps256_ps512(d8));
@@ -190,14 +191,4 @@ fn chunk(acc: __m512, q: __m512i, m4: __m512i, dw: __m512, c: &XChunk) -> __m512
     };
     let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s, lo, xlo), hi, xhi);
     _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(s), acc)
-}
-
-/// A byte mask of the first `n` (≤ 64) lanes.
-#[inline]
-fn mask(n: usize) -> u64 {
-    if n >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << n) - 1
-    }
 }
