@@ -156,6 +156,43 @@ impl HeadRows<'_> {
         }
     }
 
+    /// `out[i] = row (start + i) · q` for `out.len()` rows: one kernel call per tile.
+    pub fn dot_rows(&self, k: &Kernels, start: usize, q: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        let (a, b) = (start * d, (start + out.len()) * d);
+        match self {
+            HeadRows::F32(r) => {
+                for (o, row) in out.iter_mut().zip(r[a..b].chunks_exact(d)) {
+                    *o = (k.dot_f32)(row, q);
+                }
+            }
+            HeadRows::F16(r) => (k.dot_rows_f16)(q, &r[a..b], out),
+            HeadRows::Q8(r, s) => {
+                (k.dot_rows_i8)(q, &r[a..b], out);
+                out.iter_mut().zip(&s[start..]).for_each(|(o, s)| *o *= s);
+            }
+        }
+    }
+
+    /// `o += Σ_i p[i] · row (start + i)`. `p` is scratch: the int8 path folds the row scales
+    /// into it.
+    pub fn axpy_rows(&self, k: &Kernels, start: usize, p: &mut [f32], o: &mut [f32]) {
+        let d = o.len();
+        let (a, b) = (start * d, (start + p.len()) * d);
+        match self {
+            HeadRows::F32(r) => {
+                for (&w, row) in p.iter().zip(r[a..b].chunks_exact(d)) {
+                    (k.axpy_f32)(w, row, o);
+                }
+            }
+            HeadRows::F16(r) => (k.axpy_rows_f16)(p, &r[a..b], o),
+            HeadRows::Q8(r, s) => {
+                p.iter_mut().zip(&s[start..]).for_each(|(p, s)| *p *= s);
+                (k.axpy_rows_i8)(p, &r[a..b], o);
+            }
+        }
+    }
+
     /// Rows `start..start + n` as f32 into `out` (`n * d` long), for the prefill attention
     /// tiles: converted once per tile and then used by a whole block of queries.
     pub fn rows_to_f32(&self, start: usize, d: usize, out: &mut [f32]) {

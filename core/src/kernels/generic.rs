@@ -211,3 +211,44 @@ pub fn pv_tile_blocked(p: &[f32], v: &[f32], d: usize, nk: usize, o: &mut [f32])
     }
     pv_entries(p, v, d, nk, o, nq4..nq, 0..d);
 }
+
+/// `out[j] = dot(row j, q)` over consecutive rows of `q.len()` elements, with a one-row dot:
+/// the decode attention's scores for a tile of keys in one call.
+#[inline(always)]
+pub fn dot_rows_with<T>(dot: impl Fn(&[T], &[f32]) -> f32, q: &[f32], rows: &[T], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
+        *o = dot(r, q);
+    }
+}
+
+/// `o += Σ_j p[j] · row j` over consecutive rows of `o.len()` elements, with a one-row axpy.
+#[inline(always)]
+pub fn axpy_rows_with<T>(axpy: impl Fn(f32, &[T], &mut [f32]), p: &[f32], rows: &[T], o: &mut [f32]) {
+    let d = o.len().max(1);
+    for (&w, r) in p.iter().zip(rows.chunks_exact(d)) {
+        axpy(w, r, o);
+    }
+}
+
+pub fn dot_rows_f16(q: &[f32], rows: &[f16], out: &mut [f32]) {
+    dot_rows_with(dot_f16, q, rows, out)
+}
+pub fn axpy_rows_f16(p: &[f32], rows: &[f16], o: &mut [f32]) {
+    axpy_rows_with(axpy_f16, p, rows, o)
+}
+pub fn dot_rows_i8(q: &[f32], rows: &[i8], out: &mut [f32]) {
+    dot_rows_with(dot_i8, q, rows, out)
+}
+pub fn axpy_rows_i8(p: &[f32], rows: &[i8], o: &mut [f32]) {
+    axpy_rows_with(axpy_i8, p, rows, o)
+}
+
+/// The softmax numerators of a tile: `s[i] = exp(s[i] - m)` (0 for −∞), returning their sum.
+pub fn exp_sum(s: &mut [f32], m: f32) -> f32 {
+    let mut sum = 0f32;
+    for v in s.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    sum
+}

@@ -53,6 +53,17 @@ pub struct Kernels {
     pub dot_i8: fn(&[i8], &[f32]) -> f32,
     /// y += alpha · x with int8 `x`.
     pub axpy_i8: fn(f32, &[i8], &mut [f32]),
+    /// Decode attention over a tile of f16 key rows: `out[j] = row j · q` (see
+    /// [`generic::dot_rows_with`]).
+    pub dot_rows_f16: fn(q: &[f32], rows: &[f16], out: &mut [f32]),
+    /// `o += Σ_j p[j] · row j` over a tile of f16 value rows.
+    pub axpy_rows_f16: fn(p: &[f32], rows: &[f16], o: &mut [f32]),
+    /// [`Kernels::dot_rows_f16`] for int8 rows (the caller applies the row scales).
+    pub dot_rows_i8: fn(q: &[f32], rows: &[i8], out: &mut [f32]),
+    /// [`Kernels::axpy_rows_f16`] for int8 rows (`p` already carries the row scales).
+    pub axpy_rows_i8: fn(p: &[f32], rows: &[i8], o: &mut [f32]),
+    /// Softmax numerators of a tile in place, returning their sum (see [`generic::exp_sum`]).
+    pub exp_sum: fn(s: &mut [f32], m: f32) -> f32,
     /// Prefill attention scores, a block of queries x a tile of transposed keys
     /// (see [`generic::qk_tile`]).
     pub qk_tile: fn(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]),
@@ -112,6 +123,11 @@ pub static SCALAR: Kernels = Kernels {
     axpy_f16: generic::axpy_f16,
     dot_i8: generic::dot_i8,
     axpy_i8: generic::axpy_i8,
+    dot_rows_f16: generic::dot_rows_f16,
+    axpy_rows_f16: generic::axpy_rows_f16,
+    dot_rows_i8: generic::dot_rows_i8,
+    axpy_rows_i8: generic::axpy_rows_i8,
+    exp_sum: generic::exp_sum,
     qk_tile: generic::qk_tile,
     pv_tile: generic::pv_tile,
 };

@@ -100,9 +100,11 @@ impl Head<'_> {
                 }
             }
             let s = &mut scores[..end - start];
-            for (i, sc) in s.iter_mut().enumerate() {
-                let j = start + i;
-                *sc = self.keys.dot(self.k, j, q) * self.qk_scale - self.slope * (pos - j) as f32;
+            self.keys.dot_rows(self.k, start, q, s);
+            let mut dist = (pos - start) as f32; // exact: positions are far below 2^24
+            for sc in s.iter_mut() {
+                *sc = *sc * self.qk_scale - self.slope * dist;
+                dist -= 1.0;
             }
             let m_new = s.iter().copied().fold(m, f32::max);
             let corr = (m - m_new).exp(); // 0 on the first tile (m = -inf)
@@ -110,11 +112,8 @@ impl Head<'_> {
                 l *= corr;
                 o.iter_mut().for_each(|v| *v *= corr);
             }
-            for (i, &sc) in s.iter().enumerate() {
-                let p = (sc - m_new).exp();
-                l += p;
-                self.vals.axpy(self.k, start + i, p, o);
-            }
+            l += (self.k.exp_sum)(s, m_new);
+            self.vals.axpy_rows(self.k, start, s, o);
             m = m_new;
             end = start;
         }
@@ -182,10 +181,7 @@ impl Head<'_> {
                     l[i] *= corr;
                     o[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= corr);
                 }
-                for sc in row.iter_mut() {
-                    *sc = (*sc - mx).exp();
-                    l[i] += *sc;
-                }
+                l[i] += (self.k.exp_sum)(row, mx);
                 m[i] = mx;
             }
             (self.k.pv_tile)(s, &vr[..nk * d], d, nk, &mut o);

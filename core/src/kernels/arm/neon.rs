@@ -38,6 +38,11 @@ static NEON: Kernels = Kernels {
     axpy_f16: generic::axpy_f16,
     dot_i8,
     axpy_i8,
+    dot_rows_f16: |q, r, o| generic::dot_rows_with(generic::dot_f16, q, r, o),
+    axpy_rows_f16: |p, r, o| generic::axpy_rows_with(generic::axpy_f16, p, r, o),
+    dot_rows_i8: |q, r, o| generic::dot_rows_with(dot_i8, q, r, o),
+    axpy_rows_i8: |p, r, o| generic::axpy_rows_with(axpy_i8, p, r, o),
+    exp_sum: generic::exp_sum,
     // NEON is baseline on aarch64, so the register-tiled loops compile to it directly.
     qk_tile: generic::qk_tile_blocked,
     pv_tile: generic::pv_tile_blocked,

@@ -69,12 +69,100 @@ static AVX2: Kernels = Kernels {
     axpy_f16,
     dot_i8,
     axpy_i8,
+    dot_rows_f16,
+    axpy_rows_f16,
+    dot_rows_i8,
+    axpy_rows_i8,
+    exp_sum,
     qk_tile,
     pv_tile,
 };
 
 // SAFETY (all wrappers below): only reachable through `AVX2`, handed out by `avx2()` after the
 // runtime feature check. Slice bounds are checked in the wrappers or the callees.
+
+fn dot_rows_f16(q: &[f32], rows: &[f16], out: &mut [f32]) {
+    unsafe { dot_rows_f16_impl(q, rows, out) }
+}
+
+/// The one-row kernels inlined into one loop: no call, no bounds checks per key.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_rows_f16_impl(q: &[f32], rows: &[f16], out: &mut [f32]) {
+    crate::kernels::generic::dot_rows_with(|r, q| unsafe { dot_f16_impl(r, q) }, q, rows, out)
+}
+
+fn axpy_rows_f16(p: &[f32], rows: &[f16], o: &mut [f32]) {
+    unsafe { axpy_rows_f16_impl(p, rows, o) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_rows_f16_impl(p: &[f32], rows: &[f16], o: &mut [f32]) {
+    crate::kernels::generic::axpy_rows_with(|w, r, o| unsafe { axpy_f16_impl(w, r, o) }, p, rows, o)
+}
+
+fn dot_rows_i8(q: &[f32], rows: &[i8], out: &mut [f32]) {
+    unsafe { dot_rows_i8_impl(q, rows, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_rows_i8_impl(q: &[f32], rows: &[i8], out: &mut [f32]) {
+    crate::kernels::generic::dot_rows_with(|r, q| unsafe { dot_i8_impl(r, q) }, q, rows, out)
+}
+
+fn axpy_rows_i8(p: &[f32], rows: &[i8], o: &mut [f32]) {
+    unsafe { axpy_rows_i8_impl(p, rows, o) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_rows_i8_impl(p: &[f32], rows: &[i8], o: &mut [f32]) {
+    crate::kernels::generic::axpy_rows_with(|w, r, o| unsafe { axpy_i8_impl(w, r, o) }, p, rows, o)
+}
+
+fn exp_sum(s: &mut [f32], m: f32) -> f32 {
+    unsafe { exp_sum_impl(s, m) }
+}
+
+/// 8 exponentials at a time: Cephes' `expf` (range reduction by ln 2 in two parts, degree-6
+/// polynomial, exponent built in the float bits), within 2 ulp of libm over the softmax's
+/// range; inputs below −87.3 (including −∞, masked keys) give exactly 0.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp_sum_impl(s: &mut [f32], m: f32) -> f32 {
+    let mv = _mm256_set1_ps(m);
+    let mut acc = _mm256_setzero_ps();
+    let mut chunks = s.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: c is 8 floats.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), mv));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+    }
+    let mut sum = hsum_ps(acc);
+    for v in chunks.into_remainder() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    sum
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp8(x: __m256) -> __m256 {
+    let lo = _mm256_set1_ps(-87.336_54);
+    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
+    let x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.722_83));
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(0.5)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut y = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(pow2)))
+}
 
 fn qk_tile(q: &[f32], kt: &[f32], d: usize, nk: usize, s: &mut [f32]) {
     unsafe { qk_tile_impl(q, kt, d, nk, s) }
@@ -505,6 +593,7 @@ unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_impl(a: &[f16], b: &[f32]) -> f32 {
     let n = a.len();
@@ -546,6 +635,7 @@ unsafe fn axpy_f32_impl(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn axpy_f16_impl(a: f32, x: &[f16], y: &mut [f32]) {
     let n = x.len();
@@ -564,6 +654,7 @@ unsafe fn axpy_f16_impl(a: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_i8_impl(a: &[i8], b: &[f32]) -> f32 {
     let n = a.len();
@@ -586,6 +677,7 @@ unsafe fn dot_i8_impl(a: &[i8], b: &[f32]) -> f32 {
     s
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn axpy_i8_impl(a: f32, x: &[i8], y: &mut [f32]) {
     let n = x.len();
