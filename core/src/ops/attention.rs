@@ -148,7 +148,8 @@ impl Head<'_> {
         while end > 0 {
             let start = end.saturating_sub(KTILE);
             let past_cutoff = |i: usize| {
-                let best = bound[i] - self.slope * (pos0 + i + 1 - end) as f32;
+                // Distance to the nearest unvisited key (0 while it is still in the future).
+                let best = bound[i] - self.slope * (pos0 + i + 1).saturating_sub(end) as f32;
                 m[i].is_finite() && best < m[i] - CUTOFF
             };
             if self.slope > 0.0 && (0..nq).all(past_cutoff) {
