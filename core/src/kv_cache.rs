@@ -9,7 +9,7 @@
 //! scale per head row: 172 KiB/token, what makes 8K context fit in 3 GB with the weights).
 
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
+use crate::kernels::{generic, Kernels};
 use crate::model::HParams;
 use half::f16;
 
@@ -145,27 +145,12 @@ pub enum HeadRows<'a> {
 }
 
 impl HeadRows<'_> {
-    /// Row `j` dotted with `q`.
-    #[inline]
-    pub fn dot(&self, k: &Kernels, j: usize, q: &[f32]) -> f32 {
-        let d = q.len();
-        match self {
-            HeadRows::F32(r) => (k.dot_f32)(&r[j * d..(j + 1) * d], q),
-            HeadRows::F16(r) => (k.dot_f16)(&r[j * d..(j + 1) * d], q),
-            HeadRows::Q8(r, s) => s[j] * (k.dot_i8)(&r[j * d..(j + 1) * d], q),
-        }
-    }
-
     /// `out[i] = row (start + i) · q` for `out.len()` rows: one kernel call per tile.
     pub fn dot_rows(&self, k: &Kernels, start: usize, q: &[f32], out: &mut [f32]) {
         let d = q.len();
         let (a, b) = (start * d, (start + out.len()) * d);
         match self {
-            HeadRows::F32(r) => {
-                for (o, row) in out.iter_mut().zip(r[a..b].chunks_exact(d)) {
-                    *o = (k.dot_f32)(row, q);
-                }
-            }
+            HeadRows::F32(r) => generic::dot_rows_with(k.dot_f32, q, &r[a..b], out),
             HeadRows::F16(r) => (k.dot_rows_f16)(q, &r[a..b], out),
             HeadRows::Q8(r, s) => {
                 (k.dot_rows_i8)(q, &r[a..b], out);
@@ -180,11 +165,7 @@ impl HeadRows<'_> {
         let d = o.len();
         let (a, b) = (start * d, (start + p.len()) * d);
         match self {
-            HeadRows::F32(r) => {
-                for (&w, row) in p.iter().zip(r[a..b].chunks_exact(d)) {
-                    (k.axpy_f32)(w, row, o);
-                }
-            }
+            HeadRows::F32(r) => generic::axpy_rows_with(k.axpy_f32, p, &r[a..b], o),
             HeadRows::F16(r) => (k.axpy_rows_f16)(p, &r[a..b], o),
             HeadRows::Q8(r, s) => {
                 p.iter_mut().zip(&s[start..]).for_each(|(p, s)| *p *= s);
@@ -209,17 +190,6 @@ impl HeadRows<'_> {
                     o.iter_mut().zip(q).for_each(|(o, &q)| *o = sc * q as f32);
                 }
             }
-        }
-    }
-
-    /// out += w * row `j`.
-    #[inline]
-    pub fn axpy(&self, k: &Kernels, j: usize, w: f32, out: &mut [f32]) {
-        let d = out.len();
-        match self {
-            HeadRows::F32(r) => (k.axpy_f32)(w, &r[j * d..(j + 1) * d], out),
-            HeadRows::F16(r) => (k.axpy_f16)(w, &r[j * d..(j + 1) * d], out),
-            HeadRows::Q8(r, s) => (k.axpy_i8)(w * s[j], &r[j * d..(j + 1) * d], out),
         }
     }
 }
