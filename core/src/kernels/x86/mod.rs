@@ -9,6 +9,58 @@ mod q8_0_zmm;
 
 pub use avx2::{avx2, avx512_vbmi, avx512_vnni, avx_vnni};
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// The decode driver the 512-bit gemv kernels share: `prepare` rearranges the token's
+/// activations into `buf` (kept per worker thread, since decode calls this hundreds of times per
+/// token), then `row` runs each weight row of `nbw` blocks in memory order into `out[r * ldo]`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemv_rows<B, X: 'static>(
+    buf: &'static LocalKey<RefCell<Vec<X>>>,
+    prepare: impl FnOnce(&mut Vec<X>),
+    w: &[B],
+    nbw: usize,
+    rows: usize,
+    out: &mut [f32],
+    ldo: usize,
+    row: impl Fn(&[B], &[X]) -> f32,
+) {
+    buf.with_borrow_mut(|xs| {
+        xs.clear();
+        prepare(xs);
+        for r in 0..rows {
+            out[r * ldo] = row(&w[r * nbw..(r + 1) * nbw], xs);
+        }
+    })
+}
+
+/// `vpermt2b` indices (into two concatenated 64-byte loads starting at byte `base` of a group)
+/// that gather the `quants`-byte quant arrays of consecutive `block`-byte blocks from `first`
+/// on; each block's quants follow its 2-byte f16 scale.
+const fn quant_index(block: usize, quants: usize, first: usize, base: usize) -> [u8; 64] {
+    let mut idx = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        idx[i] = (block * (first + i / quants) + 2 + i % quants - base) as u8;
+        i += 1;
+    }
+    idx
+}
+
+/// `vpermt2w` indices of the f16 scales of `n` consecutive `block`-byte blocks (at bytes
+/// `block * i`), into the first `n` words.
+const fn scale_index(block: usize, n: usize) -> [u16; 32] {
+    let mut idx = [0u16; 32];
+    let mut i = 0;
+    while i < n {
+        idx[i] = (block / 2 * i) as u16;
+        i += 1;
+    }
+    idx
+}
+
 /// A byte mask of the first `n` (≤ 64) lanes, for masked loads that stop at a row's end.
 #[inline]
 fn byte_mask(n: usize) -> u64 {

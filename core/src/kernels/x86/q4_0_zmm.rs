@@ -12,7 +12,7 @@
 //! offset of 8 is folded into the integer accumulator's starting value (−8·Σx per lane,
 //! prepared once per call with the activations in matching lane order).
 
-use super::byte_mask;
+use super::{byte_mask, gemv_rows, quant_index, scale_index};
 use crate::quant::{BlockQ4_0, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -33,30 +33,12 @@ struct XChunk {
 
 const ZERO_CHUNK: XChunk = XChunk { lo: [0; 64], hi: [0; 64], neg8: [0; 16], d: [0.0; 16] };
 
-/// Byte indices (into two concatenated 64-byte loads) of blocks 0-3's quants of a group.
-const fn quant_index(first: usize, base: usize) -> [u8; 64] {
-    let mut idx = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        idx[i] = (18 * (first + i / 16) + 2 + i % 16 - base) as u8;
-        i += 1;
-    }
-    idx
-}
-/// Blocks 0-3 from (bytes 0-63, bytes 64-127).
-const Q_LO: [u8; 64] = quant_index(0, 0);
+/// Blocks 0-3's quants from (bytes 0-63, bytes 64-127) of a group of 8.
+const Q_LO: [u8; 64] = quant_index(18, 16, 0, 0);
 /// Blocks 4-7 from (bytes 64-127, bytes 128-191).
-const Q_HI: [u8; 64] = quant_index(4, 64);
+const Q_HI: [u8; 64] = quant_index(18, 16, 4, 64);
 /// Word indices of the 8 scales (bytes 18·i) in (bytes 0-63, bytes 64-127).
-const D_IDX: [u16; 32] = {
-    let mut idx = [0u16; 32];
-    let mut i = 0;
-    while i < 8 {
-        idx[i] = (9 * i) as u16;
-        i += 1;
-    }
-    idx
-};
+const D_IDX: [u16; 32] = scale_index(18, 8);
 /// Lane spreads of 8 block scales: lanes 4i..4i+3 take scale i (blocks 0-3), then 4-7.
 const SPREAD_LO: [i32; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
 const SPREAD_HI: [i32; 16] = [4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7];
@@ -72,17 +54,10 @@ const PREFETCH: usize = 8192;
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")]
 pub(super) unsafe fn gemv(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], rows: usize, out: &mut [f32], ldo: usize) {
     thread_local! {
-        /// Reused per worker thread: decode calls this hundreds of times per token.
         static CHUNKS: RefCell<Vec<XChunk>> = const { RefCell::new(Vec::new()) };
     }
-    CHUNKS.with_borrow_mut(|xs| {
-        xs.clear();
-        xs.extend(x[..nbw].chunks(4).map(|c| prepare(c)));
-        for r in 0..rows {
-            // SAFETY: row r is inside `w` (checked by the caller) and r * ldo inside `out`.
-            unsafe { *out.get_unchecked_mut(r * ldo) = row(&w[r * nbw..(r + 1) * nbw], xs) };
-        }
-    })
+    let prep = |xs: &mut Vec<XChunk>| xs.extend(x[..nbw].chunks(4).map(|c| prepare(c)));
+    gemv_rows(&CHUNKS, prep, w, nbw, rows, out, ldo, |w, xs| row(w, xs))
 }
 
 /// Up to 4 activation blocks in the weights' lane order (missing blocks are zero).

@@ -11,6 +11,7 @@
 //! meet the activation sums in one more 8-wide FMA. As for Q4_0, rows are read once in memory
 //! order with a software prefetch ahead of them.
 
+use super::gemv_rows;
 use crate::quant::{BlockQ4K, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -51,17 +52,10 @@ const SPREAD: [[i32; 16]; 4] = {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
 pub(super) unsafe fn gemv(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], rows: usize, out: &mut [f32], ldo: usize) {
     thread_local! {
-        /// Reused per worker thread: decode calls this hundreds of times per token.
         static SUPERS: RefCell<Vec<XSuper>> = const { RefCell::new(Vec::new()) };
     }
-    SUPERS.with_borrow_mut(|xs| {
-        xs.clear();
-        xs.extend(x[..8 * nbw].chunks_exact(8).map(prepare));
-        for r in 0..rows {
-            // SAFETY: r * ldo is inside `out` (checked by the caller).
-            unsafe { *out.get_unchecked_mut(r * ldo) = row(&w[r * nbw..(r + 1) * nbw], xs) };
-        }
-    })
+    let prep = |xs: &mut Vec<XSuper>| xs.extend(x[..8 * nbw].chunks_exact(8).map(prepare));
+    gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, |w, xs| row(w, xs))
 }
 
 fn prepare(b: &[BlockQ8A]) -> XSuper {

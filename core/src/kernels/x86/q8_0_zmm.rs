@@ -9,7 +9,7 @@
 //! activations in matching order. As for Q4_0, the block scales are spread over the lanes
 //! instead of reducing sums, and rows are read once in memory order with a software prefetch.
 
-use super::byte_mask;
+use super::{byte_mask, gemv_rows, quant_index, scale_index};
 use crate::quant::{BlockQ8A, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -28,29 +28,12 @@ struct XPair {
     d: [f32; 16],
 }
 
-/// Byte indices of a group's quants: blocks `first`, `first + 1` in two concatenated loads
-/// starting at byte `base` of the group.
-const fn quant_index(first: usize, base: usize) -> [u8; 64] {
-    let mut idx = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        idx[i] = (34 * (first + i / 32) + 2 + i % 32 - base) as u8;
-        i += 1;
-    }
-    idx
-}
-const Q01: [u8; 64] = quant_index(0, 0);
-const Q23: [u8; 64] = quant_index(2, 64);
+/// Blocks 0-1's quants from (bytes 0-63, bytes 64-127) of a group of 4.
+const Q01: [u8; 64] = quant_index(34, 32, 0, 0);
+/// Blocks 2-3's quants from (bytes 64-127, bytes 128-191).
+const Q23: [u8; 64] = quant_index(34, 32, 2, 64);
 /// Word indices of the 4 scales (bytes 34·i) in (bytes 0-63, bytes 64-127).
-const D_IDX: [u16; 32] = {
-    let mut idx = [0u16; 32];
-    let mut i = 0;
-    while i < 4 {
-        idx[i] = (17 * i) as u16;
-        i += 1;
-    }
-    idx
-};
+const D_IDX: [u16; 32] = scale_index(34, 4);
 const SPREAD01: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
 const SPREAD23: [i32; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
 
@@ -58,17 +41,10 @@ const SPREAD23: [i32; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")]
 pub(super) unsafe fn gemv(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], rows: usize, out: &mut [f32], ldo: usize) {
     thread_local! {
-        /// Reused per worker thread: decode calls this hundreds of times per token.
         static PAIRS: RefCell<Vec<XPair>> = const { RefCell::new(Vec::new()) };
     }
-    PAIRS.with_borrow_mut(|xs| {
-        xs.clear();
-        xs.extend(x[..nbw].chunks(2).map(|c| prepare(c)));
-        for r in 0..rows {
-            // SAFETY: r * ldo is inside `out` (checked by the caller).
-            unsafe { *out.get_unchecked_mut(r * ldo) = row(&w[r * nbw..(r + 1) * nbw], xs) };
-        }
-    })
+    let prep = |xs: &mut Vec<XPair>| xs.extend(x[..nbw].chunks(2).map(|c| prepare(c)));
+    gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, |w, xs| row(w, xs))
 }
 
 /// Up to 2 activation blocks (a missing second block is zero).
