@@ -10,10 +10,17 @@ use pocketlm_core::session::{self as core, CancelHandle};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
+/// Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
+/// q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
+/// fast at long contexts, where the cache is most of what each token reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum KvCacheType {
     F16,
     F32,
+    /// int8 with one scale per head row.
+    Q8_0,
+    /// 4-bit with an f16 scale per 16 values.
+    Q4,
 }
 
 #[derive(Debug, Clone, uniffi::Record)]
@@ -100,6 +107,8 @@ impl Session {
             kv_type: match o.kv_cache_type.unwrap_or(KvCacheType::F16) {
                 KvCacheType::F16 => pocketlm_core::KvType::F16,
                 KvCacheType::F32 => pocketlm_core::KvType::F32,
+                KvCacheType::Q8_0 => pocketlm_core::KvType::Q8_0,
+                KvCacheType::Q4 => pocketlm_core::KvType::Q4,
             },
             mem_budget: model.budget,
             ..Default::default()

@@ -30,7 +30,7 @@ pub struct Args {
     /// Context size of the session (default: 2048, or depth + the longest test if larger)
     #[arg(short = 'c', long = "ctx-size")]
     ctx_size: Option<usize>,
-    /// KV cache type: f16, q8_0 or f32
+    /// KV cache type: f16, q8_0, q4 or f32
     #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
     cache_type: String,
     /// Tokens already in the context when each test starts (comma-separated)
@@ -154,7 +154,7 @@ pub fn run(a: Args) -> Result<()> {
     let mem = MemStatus::read();
     let max_threads = lines.iter().map(|l| l.threads).max().unwrap_or(1);
     let bandwidth = threads::pool(max_threads)?.install(measure_read_bandwidth);
-    let kv_bytes_per_tok = KvCache::bytes_needed(hp, 1, kv);
+    let kv_bytes_per_tok = KvCache::bytes_per_token(hp, kv);
 
     let name = hp.name.clone();
     let size = model.file.file_size();

@@ -28,7 +28,7 @@ pub struct Args {
     /// Stop after this many windows (0 = whole file)
     #[arg(long, default_value_t = 0)]
     chunks: usize,
-    /// KV cache type: f16, q8_0 or f32
+    /// KV cache type: f16, q8_0, q4 or f32
     #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
     cache_type: String,
     /// Worker threads (0 = one per performance core)

@@ -38,7 +38,7 @@ pub struct Args {
     /// Context size in tokens
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
-    /// KV cache type: f16, q8_0 or f32
+    /// KV cache type: f16, q8_0, q4 or f32
     #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
     cache_type: String,
     /// ALiBi position interpolation when the model has none: none, dynamic, or fixed:FACTOR

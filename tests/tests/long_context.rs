@@ -36,7 +36,8 @@ fn run_ids(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
 
 /// q8_0 stores each head row as int8 with one scale: relative error <= 1/254 per value. On the
 /// fixtures (logit RMS ~0.2) that moves logits by at most ~0.02 (measured 0.003-0.009, printed);
-/// f16 keeps every greedy token.
+/// f16 keeps every greedy token. q4 rounds each value to 1/16 of its group's largest (and
+/// scores an int8 query): about 16x q8_0's error per value, so its bound is 16x as wide.
 #[test]
 fn quantized_caches_track_the_f32_cache() {
     let tmp = tempfile::tempdir().unwrap();
@@ -44,7 +45,7 @@ fn quantized_caches_track_the_f32_cache() {
         let model = load(&name, tmp.path());
         let g = golden(&name);
         let v = model.hparams.n_vocab;
-        for (kv, bound) in [(KvType::F16, 2e-3), (KvType::Q8_0, 3e-2)] {
+        for (kv, bound) in [(KvType::F16, 2e-3), (KvType::Q8_0, 3e-2), (KvType::Q4, 0.5)] {
             let mut s = Session::new(model.clone(), &opts(128, kv)).unwrap();
             let last = s.prefill(&g.input_ids).unwrap().unwrap().to_vec();
             let err = max_abs_diff(&last, &g.logits_last4.data[3 * v..]);
@@ -91,13 +92,16 @@ fn context_shift_keeps_the_head_and_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let model = load("tiny", tmp.path());
     let g = golden("tiny");
-    let o = SessionOptions { context_policy: ContextPolicy::Shift { keep: 4 }, ..opts(40, KvType::F16) };
-    let mut s = Session::new(model.clone(), &o).unwrap();
-    let stats = s.generate_ids(&g.input_ids, &greedy(100), &mut |_| true).unwrap();
-    assert_eq!(stats.stop_reason, StopReason::MaxTokens);
-    assert_eq!(stats.generated_tokens, 100);
-    assert!(s.tokens().len() <= 40);
-    assert_eq!(&s.tokens()[..4], &g.input_ids[..4], "the first tokens are kept");
+    // q4 too: its rows move inside and across 16-position tiles.
+    for kv in [KvType::F16, KvType::Q4] {
+        let o = SessionOptions { context_policy: ContextPolicy::Shift { keep: 4 }, ..opts(40, kv) };
+        let mut s = Session::new(model.clone(), &o).unwrap();
+        let stats = s.generate_ids(&g.input_ids, &greedy(100), &mut |_| true).unwrap();
+        assert_eq!(stats.stop_reason, StopReason::MaxTokens);
+        assert_eq!(stats.generated_tokens, 100);
+        assert!(s.tokens().len() <= 40);
+        assert_eq!(&s.tokens()[..4], &g.input_ids[..4], "{}: the first tokens are kept", kv.name());
+    }
     // Without a shift policy the same run stops at the context limit.
     let mut s = Session::new(model, &opts(40, KvType::F16)).unwrap();
     let stats = s.generate_ids(&g.input_ids, &greedy(100), &mut |_| true).unwrap();
@@ -111,6 +115,8 @@ fn memory_budget_counts_weights_cache_and_scratch() {
     let o = opts(1000, KvType::Q8_0);
     let m = Session::memory_needed(&model, &o);
     assert_eq!(m.kv_cache, 1000 * 2 * 2 * 4 * (16 + 4)); // tokens x k,v x layers x heads x row
+                                                         // q4: 8 bytes of codes + one f16 scale per 16-value row, for whole 16-position tiles.
+    assert_eq!(Session::memory_needed(&model, &opts(1000, KvType::Q4)).kv_cache, 1008 * 2 * 2 * 4 * (8 + 2));
     assert_eq!(m.weights, model.weight_bytes());
     assert!(m.scratch > 0);
     let over = SessionOptions { mem_budget: Some(m.total() - 1), ..o.clone() };
@@ -129,7 +135,7 @@ fn save_and_restore_continue_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let model = load("tiny", tmp.path());
     let g = golden("tiny");
-    for kv in [KvType::F32, KvType::F16, KvType::Q8_0] {
+    for kv in [KvType::F32, KvType::F16, KvType::Q8_0, KvType::Q4] {
         let mut a = Session::new(model.clone(), &opts(128, kv)).unwrap();
         run_ids(&mut a, &g.input_ids, 8);
         let file = tmp.path().join(format!("chat-{}.plms", kv.name()));

@@ -9,6 +9,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod generic;
+pub mod kv_q4;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -20,6 +21,11 @@ use std::sync::OnceLock;
 /// `toks` token rows of `nbx` activation blocks (`nbx` = 32-wide blocks per row).
 pub type GemmFn<B> =
     fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
+
+/// 4-bit KV cache key scores: int8 query, tiles' codes and scales, 16 scores per tile.
+pub type DotTilesFn = fn(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]);
+/// 4-bit KV cache weighted value sums: 16 weights per tile, tiles' codes and scales, output.
+pub type AxpyTilesFn = fn(p: &[f32], codes: &[u8], scales: &[f16], o: &mut [f32]);
 
 /// Bounds every SIMD gemm checks once before its unchecked block accesses.
 pub(crate) fn check_gemm(
@@ -62,6 +68,10 @@ pub struct Kernels {
     pub dot_rows_i8: fn(q: &[f32], rows: &[i8], out: &mut [f32]),
     /// [`Kernels::axpy_rows_f16`] for int8 rows (`p` already carries the row scales).
     pub axpy_rows_i8: fn(p: &[f32], rows: &[i8], o: &mut [f32]),
+    /// 4-bit KV cache key scores, 16 rows per tile (see [`kv_q4::dot_tiles`]).
+    pub dot_tiles_q4: DotTilesFn,
+    /// 4-bit KV cache weighted value sums (see [`kv_q4::axpy_tiles`]).
+    pub axpy_tiles_q4: AxpyTilesFn,
     /// Softmax numerators of a tile in place, returning their sum (see [`generic::exp_sum`]).
     pub exp_sum: fn(s: &mut [f32], m: f32) -> f32,
     /// Prefill attention scores, a block of queries x a tile of transposed keys
@@ -127,6 +137,8 @@ pub static SCALAR: Kernels = Kernels {
     axpy_rows_f16: generic::axpy_rows_f16,
     dot_rows_i8: generic::dot_rows_i8,
     axpy_rows_i8: generic::axpy_rows_i8,
+    dot_tiles_q4: kv_q4::dot_tiles,
+    axpy_tiles_q4: kv_q4::axpy_tiles,
     exp_sum: generic::exp_sum,
     qk_tile: generic::qk_tile,
     pv_tile: generic::pv_tile,

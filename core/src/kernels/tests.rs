@@ -334,3 +334,123 @@ fn exp_sum_matches_scalar() {
         }
     }
 }
+
+/// Random 4-bit KV tiles: codes anywhere in 0..16, scales of both signs with some all-zero.
+fn q4_tiles(rng: &mut ChaCha8Rng, d: usize, nt: usize) -> (Vec<u8>, Vec<f16>) {
+    let codes: Vec<u8> = (0..nt * kv_q4::tile_bytes(d)).map(|_| rng.random()).collect();
+    let scales = (0..nt * d)
+        .map(|_| if rng.random_range(0..8) == 0 { f16::ZERO } else { f16::from_f32(rng.random_range(-0.5f32..0.5)) })
+        .collect();
+    (codes, scales)
+}
+
+/// The 4-bit cache kernels use the same integer products and the same rounding of the weights
+/// as the scalar reference, in the same order of float operations, so they must agree exactly.
+#[test]
+fn kv_q4_tiles_match_scalar() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    for k in simd_sets() {
+        for d in [16, 48, 80, 128] {
+            for nt in [1, 2, 9] {
+                let (codes, scales) = q4_tiles(&mut rng, d, nt);
+                let q8: Vec<i8> = (0..d).map(|_| rng.random_range(-127i16..=127) as i8).collect();
+                let (mut a, mut b) = (vec![0f32; nt * 16], vec![0f32; nt * 16]);
+                (k.dot_tiles_q4)(&q8, &codes, &scales, &mut a);
+                kv_q4::dot_tiles(&q8, &codes, &scales, &mut b);
+                assert_eq!(a, b, "{}: dot_tiles_q4 d {d} tiles {nt}", k.isa);
+                // Softmax weights: mostly tiny, some exactly 0 (padding rows), one tile all 0.
+                let p: Vec<f32> = (0..nt * 16)
+                    .map(|i| match (i / 16 == 1, rng.random_range(0..6)) {
+                        (true, _) | (_, 0) => 0.0,
+                        (_, 1) => 1.0,
+                        _ => rng.random_range(0.0f32..1.0).powi(8),
+                    })
+                    .collect();
+                let o0: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                let (mut y1, mut y2) = (o0.clone(), o0.clone());
+                (k.axpy_tiles_q4)(&p, &codes, &scales, &mut y1);
+                kv_q4::axpy_tiles(&p, &codes, &scales, &mut y2);
+                assert_eq!(y1, y2, "{}: axpy_tiles_q4 d {d} tiles {nt}", k.isa);
+            }
+        }
+    }
+}
+
+/// The scalar 4-bit reference against plain float math on the dequantized rows: the layout
+/// round trip is within half a quantization step, every row lands where it was written, and the
+/// scores and weighted sums are off only by the query's and the weights' int8 rounding.
+#[test]
+fn kv_q4_reference_matches_dequantized_math() {
+    use kv_q4::Kind;
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for d in [16, 80] {
+        let nt = 3;
+        let rows: Vec<Vec<f32>> =
+            (0..nt * 16).map(|_| (0..d).map(|_| rng.random_range(-2.0f32..2.0)).collect()).collect();
+        for kind in [Kind::Keys, Kind::Values] {
+            let mut codes = vec![0u8; nt * kv_q4::tile_bytes(d)];
+            let mut scales = vec![f16::ZERO; nt * d];
+            // Written in a scrambled order: each write must leave the other rows' codes alone.
+            for j in (0..nt * 16).map(|i| (i * 7) % (nt * 16)) {
+                let (t, r) = (j / 16, j % 16);
+                let tb = kv_q4::tile_bytes(d);
+                kv_q4::quantize_row(
+                    kind,
+                    &rows[j],
+                    &mut codes[t * tb..(t + 1) * tb],
+                    &mut scales[t * d..(t + 1) * d],
+                    r,
+                );
+            }
+            let deq: Vec<Vec<f32>> = (0..nt * 16)
+                .map(|j| {
+                    let (t, r, tb) = (j / 16, j % 16, kv_q4::tile_bytes(d));
+                    let mut o = vec![0f32; d];
+                    kv_q4::dequantize_row(kind, &codes[t * tb..(t + 1) * tb], &scales[t * d..(t + 1) * d], r, &mut o);
+                    o
+                })
+                .collect();
+            for (x, y) in rows.iter().zip(&deq) {
+                for (g, (xs, ys)) in x.chunks(16).zip(y.chunks(16)).enumerate() {
+                    let step = xs.iter().fold(0f32, |m, v| m.max(v.abs())) / 8.0;
+                    for (a, b) in xs.iter().zip(ys) {
+                        // As in ggml's q4_0, the largest magnitude maps to code −8 exactly and
+                        // the other sign's top value clips at +7: up to one step off there.
+                        let clipped = step > 0.0 && (b.abs() / step - 7.0).abs() < 0.01 && a.abs() > 7.0 * step;
+                        let tol = if clipped { step * 1.002 } else { step * 0.502 };
+                        assert!((a - b).abs() <= tol + 1e-6, "{kind:?} d {d} group {g}: {a} vs {b}");
+                    }
+                }
+            }
+            if kind == Kind::Keys {
+                let q: Vec<f32> = (0..d).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                let mut q8 = vec![0i8; d];
+                let qs = kv_q4::quantize_query(&q, &mut q8);
+                let mut out = vec![0f32; nt * 16];
+                kv_q4::dot_tiles(&q8, &codes, &scales, &mut out);
+                for (j, k) in deq.iter().enumerate() {
+                    let exact: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                    let bound = qs * 0.5 * k.iter().map(|v| v.abs()).sum::<f32>() + 1e-4;
+                    assert!((out[j] * qs - exact).abs() <= bound, "score {j}: {} vs {exact}", out[j] * qs);
+                }
+            } else {
+                let p: Vec<f32> = (0..nt * 16).map(|_| rng.random_range(0.0f32..1.0)).collect();
+                let mut o = vec![0f32; d];
+                kv_q4::axpy_tiles(&p, &codes, &scales, &mut o);
+                for i in 0..d {
+                    let exact: f32 = (0..nt * 16).map(|j| p[j] * deq[j][i]).sum();
+                    // Per (tile, group) the weights round by ≤ max|w| / 254; |n − 8| ≤ 8.
+                    let bound: f32 = (0..nt)
+                        .map(|t| {
+                            let g = i / 16;
+                            let wmax = (0..16).map(|r| (p[t * 16 + r] * scales[t * d + g * 16 + r].to_f32()).abs());
+                            16.0 * 8.0 * wmax.fold(0f32, f32::max) / 254.0
+                        })
+                        .sum::<f32>()
+                        + 1e-4;
+                    assert!((o[i] - exact).abs() <= bound, "value dim {i}: {} vs {exact}", o[i]);
+                }
+            }
+        }
+    }
+}

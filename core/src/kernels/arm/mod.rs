@@ -6,6 +6,7 @@
 //! Rust versions we support; the functions carry the matching `target_feature`, so they are
 //! only reachable after `is_aarch64_feature_detected!` said yes.
 
+mod kv_q4;
 pub mod neon;
 
 pub use neon::{dotprod, i8mm, neon};

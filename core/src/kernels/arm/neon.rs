@@ -42,6 +42,8 @@ static NEON: Kernels = Kernels {
     axpy_rows_f16: |p, r, o| generic::axpy_rows_with(generic::axpy_f16, p, r, o),
     dot_rows_i8: |q, r, o| generic::dot_rows_with(dot_i8, q, r, o),
     axpy_rows_i8: |p, r, o| generic::axpy_rows_with(axpy_i8, p, r, o),
+    dot_tiles_q4: super::kv_q4::dot_tiles,
+    axpy_tiles_q4: super::kv_q4::axpy_tiles,
     exp_sum: generic::exp_sum,
     // NEON is baseline on aarch64, so the register-tiled loops compile to it directly.
     qk_tile: generic::qk_tile_blocked,

@@ -40,7 +40,13 @@ pub fn avx512_vnni() -> Option<&'static Kernels> {
     (avx2().is_some() && ok).then_some(&AVX512_VNNI)
 }
 
-static AVX512_VNNI: Kernels = Kernels { isa: "avx512-vnni", gemm_q4_0: gemm_q4_0_avx512, ..AVX2 };
+static AVX512_VNNI: Kernels = Kernels {
+    isa: "avx512-vnni",
+    gemm_q4_0: gemm_q4_0_avx512,
+    dot_tiles_q4: super::kv_q4::dot_tiles_zmm,
+    axpy_tiles_q4: super::kv_q4::axpy_tiles_zmm,
+    ..AVX2
+};
 
 /// AVX-512 VNNI plus VBMI (Ice Lake, Zen 4 and later): single-token Q4_0, Q4_K and Q8_0
 /// products on 512-bit registers, where byte permutes unpack 18- and 34-byte blocks cheaply (see
@@ -73,6 +79,8 @@ static AVX2: Kernels = Kernels {
     axpy_rows_f16,
     dot_rows_i8,
     axpy_rows_i8,
+    dot_tiles_q4: super::kv_q4::dot_tiles_avx2,
+    axpy_tiles_q4: super::kv_q4::axpy_tiles_avx2,
     exp_sum,
     qk_tile,
     pv_tile,

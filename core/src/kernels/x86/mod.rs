@@ -2,6 +2,7 @@
 //! 512-bit single-token Q4_0, Q4_K and Q8_0 paths where AVX-512 VNNI + VBMI exist.
 
 pub mod avx2;
+mod kv_q4;
 mod q4_0;
 mod q4_0_zmm;
 mod q4k_zmm;
