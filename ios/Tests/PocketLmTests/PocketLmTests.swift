@@ -86,6 +86,20 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
         XCTAssertGreaterThan(session.lastStats!.generatedTokens, 0)
     }
 
+    /// Every KV cache type opens a session and answers; the exact ones give the golden ids.
+    func testEveryKvCacheType() throws {
+        let fx = try Fixtures.load()
+        let raw = try Model.load(path: fx.tiny, options: ModelOptions())
+        for type in [KvCacheType.f16, .f32, .q80, .q4] {
+            let session = try raw.newSession(options: SessionOptions(kvCacheType: type))
+            let result = try Worker { try session.generateIds(prompt: fx.prompt, options: greedy(16)) }.join()
+            XCTAssertEqual(result.tokenIds.count, 16, "\(type)")
+            if type == .f16 || type == .f32 {
+                XCTAssertEqual(result.tokenIds, fx.greedy, "\(type)")
+            }
+        }
+    }
+
     // MARK: cancellation
 
     /// session.cancel() from another thread stops a long generation within one token, and

@@ -1680,11 +1680,24 @@ public func FfiConverterTypeSessionOptions_lower(_ value: SessionOptions) -> Rus
 }
 
 
+/**
+ * Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
+ * q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
+ * fast at long contexts, where the cache is most of what each token reads.
+ */
 
 public enum KvCacheType: Equatable, Hashable {
     
     case f16
     case f32
+    /**
+     * int8 with one scale per head row.
+     */
+    case q80
+    /**
+     * 4-bit with an f16 scale per 16 values.
+     */
+    case q4
 
 
 
@@ -1710,6 +1723,10 @@ public struct FfiConverterTypeKvCacheType: FfiConverterRustBuffer {
         
         case 2: return .f32
         
+        case 3: return .q80
+        
+        case 4: return .q4
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -1724,6 +1741,14 @@ public struct FfiConverterTypeKvCacheType: FfiConverterRustBuffer {
         
         case .f32:
             writeInt(&buf, Int32(2))
+        
+        
+        case .q80:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .q4:
+            writeInt(&buf, Int32(4))
         
         }
     }

@@ -2707,11 +2707,24 @@ public object FfiConverterTypeSessionOptions: FfiConverterRustBuffer<SessionOpti
 
 
 
+/**
+ * Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
+ * q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
+ * fast at long contexts, where the cache is most of what each token reads.
+ */
 
 enum class KvCacheType {
     
     F16,
-    F32;
+    F32,
+    /**
+     * int8 with one scale per head row.
+     */
+    Q8_0,
+    /**
+     * 4-bit with an f16 scale per 16 values.
+     */
+    Q4;
 
     
 

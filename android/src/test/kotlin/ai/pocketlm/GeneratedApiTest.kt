@@ -14,6 +14,7 @@ import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.Timeout
 import uniffi.pocketlm.GenerationStats
+import uniffi.pocketlm.KvCacheType
 import uniffi.pocketlm.Model
 import uniffi.pocketlm.ModelOptions
 import uniffi.pocketlm.PocketLmException
@@ -48,6 +49,18 @@ class GeneratedApiTest {
             assertEquals(Fixtures.prompt.size.toUInt(), r.stats.promptTokens)
             assertEquals(StopReason.MAX_TOKENS, r.stats.stopReason)
             assertEquals((Fixtures.prompt.size + 16).toUInt(), s.tokenCount())
+        }
+    }
+
+    @Test
+    fun `every KV cache type runs a session, the exact ones give the golden ids`() {
+        for (type in KvCacheType.values()) {
+            model.newSession(SessionOptions(kvCacheType = type)).use { s ->
+                val r = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions())
+                assertEquals(16, r.tokenIds.size, "$type")
+                assertTrue(r.tokenIds.all { it < 50257u }, "$type")
+                if (type == KvCacheType.F16 || type == KvCacheType.F32) assertEquals(Fixtures.greedy, r.tokenIds, "$type")
+            }
         }
     }
 
