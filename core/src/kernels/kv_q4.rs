@@ -65,19 +65,26 @@ pub fn set_code(kind: Kind, d: usize, tile: &mut [u8], r: usize, i: usize, n: u8
 }
 
 /// Quantizes one row (`x.len()` = d) into row `r` of a tile: codes into `tile`, scales into
-/// `scales` (the tile's d scales).
-pub fn quantize_row(kind: Kind, x: &[f32], tile: &mut [u8], scales: &mut [f16], r: usize) {
+/// `scales` (the tile's d scales). Returns the norm of the row as stored (what the attention
+/// cut-off's score bound needs).
+pub fn quantize_row(kind: Kind, x: &[f32], tile: &mut [u8], scales: &mut [f16], r: usize) -> f32 {
     let d = x.len();
+    let mut sq = 0f32;
     for (g, xs) in x.chunks_exact(GROUP).enumerate() {
         let mx = xs.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
         let s = mx / -8.0;
         let inv = if s != 0.0 { 1.0 / s } else { 0.0 };
-        scales[g * TILE_ROWS + r] = f16::from_f32(s);
+        let sh = f16::from_f32(s);
+        scales[g * TILE_ROWS + r] = sh;
+        let mut codes2 = 0i32;
         for (j, &v) in xs.iter().enumerate() {
             let n = ((v * inv + 8.5) as u8).min(15);
             set_code(kind, d, tile, r, g * GROUP + j, n);
+            codes2 += (n as i32 - 8) * (n as i32 - 8);
         }
+        sq += sh.to_f32() * sh.to_f32() * codes2 as f32;
     }
+    sq.sqrt()
 }
 
 /// Row `r` of a tile back to f32.
@@ -86,6 +93,61 @@ pub fn dequantize_row(kind: Kind, tile: &[u8], scales: &[f16], r: usize, out: &m
     for (i, o) in out.iter_mut().enumerate() {
         let s = scales[(i / GROUP) * TILE_ROWS + r].to_f32();
         *o = s * (get_code(kind, d, tile, r, i) as f32 - 8.0);
+    }
+}
+
+/// The tile's scales as f32, `[group][row]`.
+fn scales_f32(scales: &[f16], d: usize) -> Vec<f32> {
+    use half::slice::HalfFloatSliceExt;
+    let mut s = vec![0f32; d];
+    scales[..d].convert_to_f32_slice(&mut s);
+    s
+}
+
+/// The 16 words (one per row) of key word `w`, and the shift of dimension `8w + b`'s code.
+#[inline(always)]
+fn key_words(tile: &[u8], w: usize) -> [u32; TILE_ROWS] {
+    std::array::from_fn(|r| u32::from_le_bytes(tile[w * 64 + 4 * r..w * 64 + 4 * r + 4].try_into().unwrap()))
+}
+
+/// A whole value tile back to f32, 16 rows x d (row-major), as the prefill attention's
+/// weighted sums read it. Loops run along dimensions over contiguous words, so they vectorize.
+pub fn dequantize_values(tile: &[u8], scales: &[f16], out: &mut [f32]) {
+    let d = out.len() / TILE_ROWS;
+    let s = scales_f32(scales, d);
+    for c in 0..2 {
+        let words: Vec<u32> = tile[c * 4 * d..(c + 1) * 4 * d]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        for k in 0..8 {
+            let r = 8 * c + k;
+            let shift = 8 * (k % 4) + 4 * (k / 4);
+            for (g, (o, wg)) in
+                out[r * d..(r + 1) * d].chunks_exact_mut(GROUP).zip(words.chunks_exact(GROUP)).enumerate()
+            {
+                let sc = s[g * TILE_ROWS + r];
+                for (o, &w) in o.iter_mut().zip(wg) {
+                    *o = sc * (((w >> shift) & 0x0F) as f32 - 8.0);
+                }
+            }
+        }
+    }
+}
+
+/// A whole key tile back to f32, transposed: dimension `i` of row `r` into `out[i * ld + r]`,
+/// the layout the prefill attention's score products read. Loops run along the 16 rows.
+pub fn dequantize_keys_t(tile: &[u8], scales: &[f16], d: usize, out: &mut [f32], ld: usize) {
+    let s = scales_f32(scales, d);
+    for w in 0..d / 8 {
+        let words = key_words(tile, w);
+        let sc = &s[(w / 2) * TILE_ROWS..(w / 2 + 1) * TILE_ROWS];
+        for j in 0..8 {
+            let (i, shift) = (8 * w + j, 8 * (j % 4) + 4 * (j / 4));
+            for ((o, &x), &sc) in out[i * ld..i * ld + TILE_ROWS].iter_mut().zip(&words).zip(sc) {
+                *o = sc * (((x >> shift) & 0x0F) as f32 - 8.0);
+            }
+        }
     }
 }
 

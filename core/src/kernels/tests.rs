@@ -410,6 +410,22 @@ fn kv_q4_reference_matches_dequantized_math() {
                     o
                 })
                 .collect();
+            for t in 0..nt {
+                let tb = kv_q4::tile_bytes(d);
+                let (tile, sc) = (&codes[t * tb..(t + 1) * tb], &scales[t * d..(t + 1) * d]);
+                let mut whole = vec![0f32; 16 * d];
+                for r in 0..16 {
+                    let want = &deq[t * 16 + r];
+                    if kind == Kind::Values {
+                        kv_q4::dequantize_values(tile, sc, &mut whole);
+                        assert_eq!(&whole[r * d..(r + 1) * d], want.as_slice(), "d {d}: dequantize_values row {r}");
+                    } else {
+                        kv_q4::dequantize_keys_t(tile, sc, d, &mut whole, 16);
+                        let got: Vec<f32> = (0..d).map(|i| whole[i * 16 + r]).collect();
+                        assert_eq!(&got, want, "d {d}: dequantize_keys_t row {r}");
+                    }
+                }
+            }
             for (x, y) in rows.iter().zip(&deq) {
                 for (g, (xs, ys)) in x.chunks(16).zip(y.chunks(16)).enumerate() {
                     let step = xs.iter().fold(0f32, |m, v| m.max(v.abs())) / 8.0;

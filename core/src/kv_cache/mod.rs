@@ -54,10 +54,11 @@ impl KvType {
     }
 
     /// Factor on stored key norms for the attention cut-off's score bound: covers float
-    /// rounding, and for q4 the int8 rounding of the query (≤ √d/254 of |q|·|k|, 3.5% at d 80).
-    fn norm_headroom(self) -> f32 {
+    /// rounding, and for q4 the int8 rounding of the query (≤ √d/254 of |q|·|k|: each of the d
+    /// values is off by ≤ max|q|/254 ≤ |q|/254; 3.5% at d 80).
+    fn norm_headroom(self, head_dim: usize) -> f32 {
         match self {
-            KvType::Q4 => 1.06,
+            KvType::Q4 => 1.01 + (head_dim as f32).sqrt() / 254.0,
             _ => 1.01,
         }
     }
@@ -188,7 +189,7 @@ impl KvCache {
     /// Stores one token's k and v (each `n_embd` = heads x head_dim, head-major) at `pos`.
     pub(crate) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let d = self.head_dim;
-        let headroom = self.ty.norm_headroom();
+        let headroom = self.ty.norm_headroom(d);
         for h in 0..self.n_head {
             let slot = self.slot(layer, h);
             let norm = self.k.write(slot, pos, &k[h * d..(h + 1) * d]);

@@ -123,7 +123,21 @@ impl HeadRows<'_> {
                     o.iter_mut().zip(q).for_each(|(o, &q)| *o = sc * q as f32);
                 }
             }
+            HeadRows::Q4 { kind: Kind::Values, codes, scales, .. } => {
+                let end = start + out.len() / d;
+                q4_tiles(start, end, d, codes, scales, |tile, sc, first, rows, tmp| {
+                    let dst = &mut out[(rows.start - start) * d..(rows.end - start) * d];
+                    if rows.len() == TILE_ROWS {
+                        kv_q4::dequantize_values(tile, sc, dst);
+                    } else {
+                        tmp.resize(TILE_ROWS * d, 0.0);
+                        kv_q4::dequantize_values(tile, sc, tmp);
+                        dst.copy_from_slice(&tmp[(rows.start - first) * d..(rows.end - first) * d]);
+                    }
+                });
+            }
             HeadRows::Q4 { kind, codes, scales, .. } => {
+                // Keys row by row: the model reads them transposed (`rows_to_f32_t`).
                 let tb = kv_q4::tile_bytes(d);
                 for (j, o) in out.chunks_exact_mut(d).enumerate() {
                     let (t, r) = ((start + j) / TILE_ROWS, (start + j) % TILE_ROWS);
@@ -131,6 +145,55 @@ impl HeadRows<'_> {
                 }
             }
         }
+    }
+
+    /// Rows `start..start + nk` as f32, transposed: value `i` of row `start + j` into
+    /// `out[i * nk + j]` (`d * nk` long), the layout of the prefill score products. `scratch`
+    /// (`nk * d` long) holds the row-major copy for the types that convert row by row; q4 keys
+    /// are stored transposed per tile already and skip it.
+    pub fn rows_to_f32_t(&self, start: usize, d: usize, nk: usize, scratch: &mut [f32], out: &mut [f32]) {
+        match self {
+            HeadRows::Q4 { kind: Kind::Keys, codes, scales, .. } => {
+                q4_tiles(start, start + nk, d, codes, scales, |tile, sc, first, rows, tmp| {
+                    if rows.len() == TILE_ROWS {
+                        kv_q4::dequantize_keys_t(tile, sc, d, &mut out[rows.start - start..], nk);
+                    } else {
+                        tmp.resize(TILE_ROWS * d, 0.0);
+                        kv_q4::dequantize_keys_t(tile, sc, d, tmp, TILE_ROWS);
+                        for i in 0..d {
+                            let src = &tmp[i * TILE_ROWS + rows.start - first..i * TILE_ROWS + rows.end - first];
+                            out[i * nk + rows.start - start..i * nk + rows.end - start].copy_from_slice(src);
+                        }
+                    }
+                });
+            }
+            _ => {
+                self.rows_to_f32(start, d, &mut scratch[..nk * d]);
+                for (j, row) in scratch[..nk * d].chunks_exact(d).enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        out[c * nk + j] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(tile codes, tile scales, first row of the tile, rows of start..end in it, scratch)`
+/// for each q4 tile holding rows `start..end`.
+fn q4_tiles(
+    start: usize,
+    end: usize,
+    d: usize,
+    codes: &[u8],
+    scales: &[f16],
+    mut f: impl FnMut(&[u8], &[f16], usize, std::ops::Range<usize>, &mut Vec<f32>),
+) {
+    let tb = kv_q4::tile_bytes(d);
+    let mut tmp = Vec::new();
+    for t in start / TILE_ROWS..end.div_ceil(TILE_ROWS) {
+        let rows = (t * TILE_ROWS).max(start)..((t + 1) * TILE_ROWS).min(end);
+        f(&codes[t * tb..(t + 1) * tb], &scales[t * d..(t + 1) * d], t * TILE_ROWS, rows, &mut tmp);
     }
 }
 

@@ -83,10 +83,7 @@ impl Store {
             Data::Q4(kind, codes, scales) => {
                 let (kind, d) = (*kind, self.d);
                 let (cr, sr) = tile_range(d, (slot * self.rows + pos) / TILE_ROWS);
-                kv_q4::quantize_row(kind, src, &mut codes[cr.clone()], &mut scales[sr.clone()], pos % TILE_ROWS);
-                let mut row = vec![0f32; d];
-                kv_q4::dequantize_row(kind, &codes[cr], &scales[sr], pos % TILE_ROWS, &mut row);
-                norm(&mut row.into_iter())
+                kv_q4::quantize_row(kind, src, &mut codes[cr], &mut scales[sr], pos % TILE_ROWS)
             }
         }
     }

@@ -159,12 +159,7 @@ impl Head<'_> {
                 break;
             }
             let nk = end - start;
-            self.keys.rows_to_f32(start, d, &mut kr[..nk * d]);
-            for (j, row) in kr[..nk * d].chunks_exact(d).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    kt[c * nk + j] = v;
-                }
-            }
+            self.keys.rows_to_f32_t(start, d, nk, &mut kr, &mut kt[..d * nk]);
             self.vals.rows_to_f32(start, d, &mut vr[..nk * d]);
             let s = &mut s[..nq4 * nk];
             (self.k.qk_tile)(&qb, &kt[..d * nk], d, nk, s);

@@ -13,7 +13,10 @@ use half::f16;
 
 fn check(d: usize, rows: usize, codes: usize, scales: usize) -> usize {
     let nt = rows / TILE_ROWS;
-    assert!(d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS), "4-bit KV tiles need d % 16 == 0 and whole tiles");
+    assert!(
+        d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS),
+        "4-bit KV tiles need d % 16 == 0 and whole tiles"
+    );
     assert!(codes >= nt * tile_bytes(d) && scales >= nt * d, "4-bit KV tiles out of range");
     nt
 }

@@ -18,7 +18,10 @@ use std::arch::x86_64::*;
 /// Checks the slice sizes every kernel relies on; returns the number of tiles.
 fn check(d: usize, rows: usize, codes: usize, scales: usize) -> usize {
     let nt = rows / TILE_ROWS;
-    assert!(d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS), "4-bit KV tiles need d % 16 == 0 and whole tiles");
+    assert!(
+        d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS),
+        "4-bit KV tiles need d % 16 == 0 and whole tiles"
+    );
     assert!(codes >= nt * tile_bytes(d) && scales >= nt * d, "4-bit KV tiles out of range");
     nt
 }
