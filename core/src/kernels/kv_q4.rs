@@ -177,6 +177,18 @@ pub fn quantize_weights(w: &[f32; TILE_ROWS]) -> Option<([i8; TILE_ROWS], f32)> 
     Some((w8, wmax / 127.0))
 }
 
+/// The slice sizes every SIMD tile kernel relies on (d = head dim, `rows` = 16 per tile);
+/// returns the number of tiles.
+pub(crate) fn check_tiles(d: usize, rows: usize, codes: usize, scales: usize) -> usize {
+    let nt = rows / TILE_ROWS;
+    assert!(
+        d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS),
+        "4-bit KV tiles need d % 16 == 0 and whole tiles"
+    );
+    assert!(codes >= nt * tile_bytes(d) && scales >= nt * d, "4-bit KV tiles out of range");
+    nt
+}
+
 /// Per group: −8 · Σ q8 over its 16 dimensions (the SIMD accumulators' starting value).
 pub(crate) fn offsets(q8: &[i8]) -> Vec<i32> {
     q8.chunks_exact(GROUP).map(|g| -8 * g.iter().map(|&v| v as i32).sum::<i32>()).collect()

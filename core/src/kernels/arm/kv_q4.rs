@@ -7,19 +7,9 @@
 //! Same integer products, same weight rounding and same float operation order as the scalar
 //! reference, so the results are identical.
 
-use crate::kernels::kv_q4::{offsets, tile_bytes, words, GROUP, TILE_ROWS};
+use crate::kernels::kv_q4::{check_tiles, offsets, tile_bytes, words, GROUP, TILE_ROWS};
 use core::arch::aarch64::*;
 use half::f16;
-
-fn check(d: usize, rows: usize, codes: usize, scales: usize) -> usize {
-    let nt = rows / TILE_ROWS;
-    assert!(
-        d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS),
-        "4-bit KV tiles need d % 16 == 0 and whole tiles"
-    );
-    assert!(codes >= nt * tile_bytes(d) && scales >= nt * d, "4-bit KV tiles out of range");
-    nt
-}
 
 /// 4 f16 to f32 exactly, with integer ops (no FP16 extension needed): the magnitude bits moved
 /// into f32 position and scaled by 2^112 (right for zero, subnormals and normals alike).
@@ -51,7 +41,7 @@ unsafe fn lanes(acc: [int16x8_t; 2]) -> int32x4_t {
 }
 
 pub(super) fn dot_tiles(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]) {
-    let nt = check(q8.len(), out.len(), codes.len(), scales.len());
+    let nt = check_tiles(q8.len(), out.len(), codes.len(), scales.len());
     let d = q8.len();
     let (qw, off) = (words(q8), offsets(q8));
     // SAFETY: NEON is baseline on aarch64; sizes checked above.
@@ -78,7 +68,7 @@ pub(super) fn dot_tiles(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]
 }
 
 pub(super) fn axpy_tiles(p: &[f32], codes: &[u8], scales: &[f16], o: &mut [f32]) {
-    let nt = check(o.len(), p.len(), codes.len(), scales.len());
+    let nt = check_tiles(o.len(), p.len(), codes.len(), scales.len());
     let d = o.len();
     // SAFETY: NEON is baseline on aarch64; sizes checked above.
     unsafe {

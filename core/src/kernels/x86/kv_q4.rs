@@ -11,20 +11,9 @@
 //!
 //! Both round exactly as the scalar reference does, so they agree with it to float rounding.
 
-use crate::kernels::kv_q4::{offsets, tile_bytes, word, words, GROUP, TILE_ROWS};
+use crate::kernels::kv_q4::{check_tiles, offsets, tile_bytes, word, words, GROUP, TILE_ROWS};
 use half::f16;
 use std::arch::x86_64::*;
-
-/// Checks the slice sizes every kernel relies on; returns the number of tiles.
-fn check(d: usize, rows: usize, codes: usize, scales: usize) -> usize {
-    let nt = rows / TILE_ROWS;
-    assert!(
-        d.is_multiple_of(GROUP) && rows.is_multiple_of(TILE_ROWS),
-        "4-bit KV tiles need d % 16 == 0 and whole tiles"
-    );
-    assert!(codes >= nt * tile_bytes(d) && scales >= nt * d, "4-bit KV tiles out of range");
-    nt
-}
 
 /// Weights `p·s` of one (tile, group), rounded to int8 as in `kv_q4::quantize_weights`: the
 /// 16 codes as bytes, their sum, and the scale; `None` when all are 0.
@@ -57,7 +46,7 @@ fn weights(p: *const f32, s: *const f16) -> Option<([i8; 16], i32, f32)> {
 }
 
 pub(super) fn dot_tiles_avx2(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]) {
-    let nt = check(q8.len(), out.len(), codes.len(), scales.len());
+    let nt = check_tiles(q8.len(), out.len(), codes.len(), scales.len());
     // SAFETY: reachable only through kernel tables built after the AVX2 feature check; sizes
     // checked above.
     unsafe { dot_tiles_avx2_impl(q8, codes, scales, out, nt) }
@@ -93,7 +82,7 @@ unsafe fn dot_tiles_avx2_impl(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut
 }
 
 pub(super) fn axpy_tiles_avx2(p: &[f32], codes: &[u8], scales: &[f16], o: &mut [f32]) {
-    let nt = check(o.len(), p.len(), codes.len(), scales.len());
+    let nt = check_tiles(o.len(), p.len(), codes.len(), scales.len());
     // SAFETY: as for `dot_tiles_avx2`.
     unsafe { axpy_tiles_avx2_impl(p, codes, scales, o, nt) }
 }
@@ -129,7 +118,7 @@ unsafe fn axpy_tiles_avx2_impl(p: &[f32], codes: &[u8], scales: &[f16], o: &mut 
 }
 
 pub(super) fn dot_tiles_zmm(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]) {
-    let nt = check(q8.len(), out.len(), codes.len(), scales.len());
+    let nt = check_tiles(q8.len(), out.len(), codes.len(), scales.len());
     // SAFETY: reachable only through kernel tables built after the AVX-512 VNNI feature check;
     // sizes checked above.
     unsafe { dot_tiles_zmm_impl(q8, codes, scales, out, nt) }
@@ -161,7 +150,7 @@ unsafe fn dot_tiles_zmm_impl(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut 
 }
 
 pub(super) fn axpy_tiles_zmm(p: &[f32], codes: &[u8], scales: &[f16], o: &mut [f32]) {
-    let nt = check(o.len(), p.len(), codes.len(), scales.len());
+    let nt = check_tiles(o.len(), p.len(), codes.len(), scales.len());
     // SAFETY: as for `dot_tiles_zmm`.
     unsafe { axpy_tiles_zmm_impl(p, codes, scales, o, nt) }
 }
