@@ -11,7 +11,7 @@
 //! the features (checked at runtime).
 
 use crate::kernels::{check_gemm, Kernels};
-use crate::quant::{q4k::scale_min, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK};
+use crate::quant::{BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -26,7 +26,7 @@ pub fn avx_vnni() -> Option<&'static Kernels> {
     (avx2().is_some() && is_x86_feature_detected!("avxvnni")).then_some(&AVX_VNNI)
 }
 
-static AVX_VNNI: Kernels = Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, ..AVX2 };
+static AVX_VNNI: Kernels = Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, gemm_q4k: gemm_q4k_vnni, ..AVX2 };
 
 /// AVX2 code paths compiled for AVX-512 VNNI + VL (Ice Lake, Zen 4 and later): 256-bit
 /// `vpdpbusd` with 32 vector registers.
@@ -43,6 +43,7 @@ pub fn avx512_vnni() -> Option<&'static Kernels> {
 static AVX512_VNNI: Kernels = Kernels {
     isa: "avx512-vnni",
     gemm_q4_0: gemm_q4_0_avx512,
+    gemm_q4k: gemm_q4k_avx512,
     dot_tiles_q4: super::kv_q4::dot_tiles_zmm,
     axpy_tiles_q4: super::kv_q4::axpy_tiles_zmm,
     ..AVX2
@@ -280,7 +281,7 @@ fn gemm_q4k_zmm(
     if toks == 1 {
         unsafe { super::q4k_zmm::gemv(w, nbw, x, rows, out, ldo) }
     } else {
-        unsafe { gemm_q4k_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+        unsafe { super::q4k::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
     }
 }
 
@@ -328,7 +329,39 @@ fn gemm_q4k(
 ) {
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
     assert!(nbx >= nbw * 8);
-    unsafe { gemm_q4k_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+    unsafe { super::q4k::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q4k_vnni(
+    w: &[BlockQ4K],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw * 8);
+    unsafe { super::q4k::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q4k_avx512(
+    w: &[BlockQ4K],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw * 8);
+    unsafe { super::q4k::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -498,80 +531,6 @@ unsafe fn tile_q8_0<const R: usize, const T: usize>(
     for r in 0..R {
         for t in 0..T {
             unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) };
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q4k_impl(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    drive_tiles!(tile_q4k, w, nbw, x, nbx, rows, toks, out, ldo)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4k<const R: usize, const T: usize>(
-    w: &[BlockQ4K],
-    nbw: usize,
-    r0: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    t0: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut mins = [[0f32; T]; R];
-    for b in 0..nbw {
-        let mut dsc = [[0f32; 8]; R];
-        let mut dm = [[0f32; 8]; R];
-        for r in 0..R {
-            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
-            let (d, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
-            for j in 0..8 {
-                let (s, m) = scale_min(j, &blk.scales);
-                dsc[r][j] = d * s as f32;
-                dm[r][j] = dmin * m as f32;
-            }
-        }
-        for c in 0..4 {
-            let mut lo = [_mm256_setzero_si256(); R];
-            let mut hi = [_mm256_setzero_si256(); R];
-            for r in 0..R {
-                let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
-                let q = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * c).cast()) };
-                lo[r] = _mm256_and_si256(q, m4);
-                hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            }
-            for t in 0..T {
-                let x0 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c) };
-                let x1 = unsafe { x.get_unchecked((t0 + t) * nbx + 8 * b + 2 * c + 1) };
-                let (q0, q1) =
-                    unsafe { (_mm256_loadu_si256(x0.qs.as_ptr().cast()), _mm256_loadu_si256(x1.qs.as_ptr().cast())) };
-                for r in 0..R {
-                    let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], q0), ones));
-                    let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], q1), ones));
-                    acc[r][t] = _mm256_fmadd_ps(p0, _mm256_set1_ps(dsc[r][2 * c] * x0.d), acc[r][t]);
-                    acc[r][t] = _mm256_fmadd_ps(p1, _mm256_set1_ps(dsc[r][2 * c + 1] * x1.d), acc[r][t]);
-                    mins[r][t] += dm[r][2 * c] * x0.s + dm[r][2 * c + 1] * x1.s;
-                }
-            }
-        }
-    }
-    for r in 0..R {
-        for t in 0..T {
-            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) - mins[r][t] };
         }
     }
 }

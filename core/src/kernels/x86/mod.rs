@@ -5,6 +5,7 @@ pub mod avx2;
 mod kv_q4;
 mod q4_0;
 mod q4_0_zmm;
+mod q4k;
 mod q4k_zmm;
 mod q8_0_zmm;
 
