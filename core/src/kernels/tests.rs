@@ -127,7 +127,7 @@ fn gemm_q8_0_matches_scalar() {
     let mag = |w: &[BlockQ8_0], x: &[BlockQ8A]| {
         w.iter().zip(x).map(|(w, x)| (w.delta.to_f32().abs() * x.d.abs()) as f64 * 32.0 * 128.0 * 127.0).sum()
     };
-    check_gemm("q8_0", &mut make, &[1, 2, 3, 4, 5, 7, 80], 1, |k| k.gemm_q8_0, &mag);
+    check_gemm("q8_0", &mut make, &[1, 2, 3, 4, 5, 7, 13, 80], 1, |k| k.gemm_q8_0, &mag);
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub fn avx_vnni() -> Option<&'static Kernels> {
     (avx2().is_some() && is_x86_feature_detected!("avxvnni")).then_some(&AVX_VNNI)
 }
 
-static AVX_VNNI: Kernels = Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, gemm_q4k: gemm_q4k_vnni, ..AVX2 };
+static AVX_VNNI: Kernels =
+    Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, gemm_q4k: gemm_q4k_vnni, gemm_q8_0: gemm_q8_0_vnni, ..AVX2 };
 
 /// AVX2 code paths compiled for AVX-512 VNNI + VL (Ice Lake, Zen 4 and later): 256-bit
 /// `vpdpbusd` with 32 vector registers.
@@ -44,6 +45,7 @@ static AVX512_VNNI: Kernels = Kernels {
     isa: "avx512-vnni",
     gemm_q4_0: gemm_q4_0_avx512,
     gemm_q4k: gemm_q4k_avx512,
+    gemm_q8_0: gemm_q8_0_avx512,
     dot_tiles_q4: super::kv_q4::dot_tiles_zmm,
     axpy_tiles_q4: super::kv_q4::axpy_tiles_zmm,
     ..AVX2
@@ -262,7 +264,7 @@ fn gemm_q8_0_zmm(
     if toks == 1 {
         unsafe { super::q8_0_zmm::gemv(w, nbw, x, rows, out, ldo) }
     } else {
-        unsafe { gemm_q8_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+        unsafe { super::q8_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
     }
 }
 
@@ -313,7 +315,40 @@ fn gemm_q8_0(
     ldo: usize,
 ) {
     check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    unsafe { gemm_q8_0_impl(w, nbw, x, nbx, rows, toks, out, ldo) }
+    assert!(nbx >= nbw);
+    unsafe { super::q8_0::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q8_0_vnni(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw);
+    unsafe { super::q8_0::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_q8_0_avx512(
+    w: &[BlockQ8_0],
+    nbw: usize,
+    x: &[BlockQ8A],
+    nbx: usize,
+    rows: usize,
+    toks: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+    assert!(nbx >= nbw);
+    unsafe { super::q8_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -446,92 +481,6 @@ unsafe fn quantize_q8a_impl(x: &[f32], out: &mut [BlockQ8A]) {
         unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q) };
         b.d = d;
         b.s = d * sum as f32;
-    }
-}
-
-/// Runs `tile::<R, T>` over the whole rows x toks rectangle with 4x2 tiles and remainders.
-macro_rules! drive_tiles {
-    ($tile:ident, $w:expr, $nbw:expr, $x:expr, $nbx:expr, $rows:expr, $toks:expr, $out:expr, $ldo:expr) => {{
-        let mut r = 0;
-        while r + 4 <= $rows {
-            let mut t = 0;
-            while t + 2 <= $toks {
-                unsafe { $tile::<4, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
-                t += 2;
-            }
-            if t < $toks {
-                unsafe { $tile::<4, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
-            }
-            r += 4;
-        }
-        while r < $rows {
-            let mut t = 0;
-            while t + 2 <= $toks {
-                unsafe { $tile::<1, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
-                t += 2;
-            }
-            if t < $toks {
-                unsafe { $tile::<1, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo) };
-            }
-            r += 1;
-        }
-    }};
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q8_0_impl(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    drive_tiles!(tile_q8_0, w, nbw, x, nbx, rows, toks, out, ldo)
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q8_0<const R: usize, const T: usize>(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    r0: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    t0: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for b in 0..nbw {
-        let mut wq = [_mm256_setzero_si256(); R];
-        let mut wa = [_mm256_setzero_si256(); R];
-        let mut dw = [0f32; R];
-        for r in 0..R {
-            let blk = unsafe { w.get_unchecked((r0 + r) * nbw + b) };
-            wq[r] = unsafe { _mm256_loadu_si256(blk.quants.as_ptr().cast()) };
-            wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
-            dw[r] = f16_to_f32(blk.delta);
-        }
-        for t in 0..T {
-            let xb = unsafe { x.get_unchecked((t0 + t) * nbx + b) };
-            let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
-            for r in 0..R {
-                // |w| * (x with w's sign): signed x signed through the unsigned x signed multiply.
-                let p = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(xq, wq[r]));
-                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                acc[r][t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * xb.d), acc[r][t]);
-            }
-        }
-    }
-    for r in 0..R {
-        for t in 0..T {
-            unsafe { *out.get_unchecked_mut((r0 + r) * ldo + t0 + t) = hsum_ps(acc[r][t]) };
-        }
     }
 }
 

@@ -7,10 +7,12 @@ mod q4_0;
 mod q4_0_zmm;
 mod q4k;
 mod q4k_zmm;
+mod q8_0;
 mod q8_0_zmm;
 
 pub use avx2::{avx2, avx512_vbmi, avx512_vnni, avx_vnni};
 
+use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
@@ -71,4 +73,13 @@ fn byte_mask(n: usize) -> u64 {
     } else {
         (1u64 << n) - 1
     }
+}
+
+/// The 8 block sums of a group, in block order, from the two results of two rounds of
+/// `vphaddd` over 8 per-block i32x8 products (`g1` = hadd(hadd(b0, b1), hadd(b2, b3)), `g2` the
+/// same for blocks 4-7): each 128-bit half of `g1`/`g2` holds one partial sum per block.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn block_sums8(g1: __m256i, g2: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(g1, g2), _mm256_permute2x128_si256::<0x31>(g1, g2))
 }

@@ -127,10 +127,7 @@ macro_rules! q4k_kernel {
                     let (dsc, dm) = unsafe { (_mm256_loadu_ps(tw), _mm256_loadu_ps(tw.add(8))) };
                     for t in 0..T {
                         let [g1, g2] = g[r][t];
-                        let sums = _mm256_add_epi32(
-                            _mm256_permute2x128_si256::<0x20>(g1, g2),
-                            _mm256_permute2x128_si256::<0x31>(g1, g2),
-                        );
+                        let sums = super::block_sums8(g1, g2);
                         let xp = unsafe { xt.as_ptr().add(((t0 + t) * nbw + b) * 16) };
                         let (dx, xs) = unsafe { (_mm256_loadu_ps(xp), _mm256_loadu_ps(xp.add(8))) };
                         let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), dx);
