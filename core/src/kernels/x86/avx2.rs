@@ -199,36 +199,38 @@ fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
     unsafe { quantize_q8a_impl(x, out) }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4_0_avx2(
-    w: &[BlockQ4_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q4_0::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
+/// A safe gemm entry point: checks the shapes (and that `x` has `$per` activation blocks per
+/// weight block), then runs the `#[target_feature]` kernel. Only reachable through the tables
+/// above, after their runtime feature checks.
+macro_rules! gemm_entry {
+    ($name:ident, $block:ty, $per:expr, $kernel:path) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            w: &[$block],
+            nbw: usize,
+            x: &[BlockQ8A],
+            nbx: usize,
+            rows: usize,
+            toks: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+            assert!(nbx >= nbw * $per);
+            unsafe { $kernel(w, nbw, x, nbx, rows, toks, out, ldo) }
+        }
+    };
 }
 
-fn gemm_q4_0_avx512(
-    w: &[BlockQ4_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q4_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
+gemm_entry!(gemm_q4_0_avx2, BlockQ4_0, 1, super::q4_0::gemm_avx2);
+gemm_entry!(gemm_q4_0_avx512, BlockQ4_0, 1, super::q4_0::gemm_avx512);
+gemm_entry!(gemm_q4_0_vnni, BlockQ4_0, 1, super::q4_0::gemm_vnni);
+gemm_entry!(gemm_q8_0, BlockQ8_0, 1, super::q8_0::gemm_avx2);
+gemm_entry!(gemm_q8_0_vnni, BlockQ8_0, 1, super::q8_0::gemm_vnni);
+gemm_entry!(gemm_q8_0_avx512, BlockQ8_0, 1, super::q8_0::gemm_avx512);
+gemm_entry!(gemm_q4k, BlockQ4K, 8, super::q4k::gemm_avx2);
+gemm_entry!(gemm_q4k_vnni, BlockQ4K, 8, super::q4k::gemm_vnni);
+gemm_entry!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512);
 
 fn gemm_q4_0_zmm(
     w: &[BlockQ4_0],
@@ -285,118 +287,6 @@ fn gemm_q4k_zmm(
     } else {
         unsafe { super::q4k::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4_0_vnni(
-    w: &[BlockQ4_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q4_0::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q8_0(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q8_0::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q8_0_vnni(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q8_0::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q8_0_avx512(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    unsafe { super::q8_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4k(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw * 8);
-    unsafe { super::q4k::gemm_avx2(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4k_vnni(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw * 8);
-    unsafe { super::q4k::gemm_vnni(w, nbw, x, nbx, rows, toks, out, ldo) }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4k_avx512(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw * 8);
-    unsafe { super::q4k::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
