@@ -1,6 +1,31 @@
 //! x86_64 kernels: AVX2 (+FMA, F16C) everywhere it exists, AVX-VNNI on top where present, and
 //! 512-bit single-token Q4_0, Q4_K and Q8_0 paths where AVX-512 VNNI + VBMI exist.
 
+/// Runs `$tile::<R, T>(w, nbw, r, x, nbx, t, out, ldo, extra..)` over the whole rows x toks
+/// rectangle: tiles of 4 weight rows x 2 tokens, with 4x1, 1x2 and 1x1 remainders.
+macro_rules! drive_4x2 {
+    ($tile:ident, $w:expr, $nbw:expr, $x:expr, $nbx:expr, $rows:expr, $toks:expr, $out:expr, $ldo:expr; $($extra:expr),*) => {{
+        let mut r = 0;
+        while r < $rows {
+            let rm = if $rows - r >= 4 { 4 } else { 1 };
+            let mut t = 0;
+            while t < $toks {
+                let tm = if $toks - t >= 2 { 2 } else { 1 };
+                unsafe {
+                    match (rm, tm) {
+                        (4, 2) => $tile::<4, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo, $($extra),*),
+                        (4, _) => $tile::<4, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo, $($extra),*),
+                        (_, 2) => $tile::<1, 2>($w, $nbw, r, $x, $nbx, t, $out, $ldo, $($extra),*),
+                        _ => $tile::<1, 1>($w, $nbw, r, $x, $nbx, t, $out, $ldo, $($extra),*),
+                    }
+                }
+                t += tm;
+            }
+            r += rm;
+        }
+    }};
+}
+
 pub mod avx2;
 mod kv_q4;
 mod q4_0;

@@ -54,24 +54,7 @@ macro_rules! q4k_kernel {
         ) {
             let table = w_table(w, nbw, rows);
             let xt = x_table(x, nbx, toks, nbw);
-            let mut r = 0;
-            while r < rows {
-                let rm = if rows - r >= 4 { 4 } else { 1 };
-                let mut t = 0;
-                while t < toks {
-                    let tm = if toks - t >= 2 { 2 } else { 1 };
-                    unsafe {
-                        match (rm, tm) {
-                            (4, 2) => $tile::<4, 2>(w, nbw, r, x, nbx, t, out, ldo, &table, &xt),
-                            (4, _) => $tile::<4, 1>(w, nbw, r, x, nbx, t, out, ldo, &table, &xt),
-                            (_, 2) => $tile::<1, 2>(w, nbw, r, x, nbx, t, out, ldo, &table, &xt),
-                            _ => $tile::<1, 1>(w, nbw, r, x, nbx, t, out, ldo, &table, &xt),
-                        }
-                    }
-                    t += tm;
-                }
-                r += rm;
-            }
+            drive_4x2!($tile, w, nbw, x, nbx, rows, toks, out, ldo; &table, &xt);
         }
 
         #[allow(clippy::too_many_arguments)]

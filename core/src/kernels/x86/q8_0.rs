@@ -29,24 +29,7 @@ macro_rules! q8_0_kernel {
         ) {
             let dw: Vec<f32> = w[..rows * nbw].iter().map(|b| b.delta.to_f32()).collect();
             let dx: Vec<f32> = x.chunks(nbx).take(toks).flat_map(|row| row[..nbw].iter().map(|b| b.d)).collect();
-            let mut r = 0;
-            while r < rows {
-                let rm = if rows - r >= 4 { 4 } else { 1 };
-                let mut t = 0;
-                while t < toks {
-                    let tm = if toks - t >= 2 { 2 } else { 1 };
-                    unsafe {
-                        match (rm, tm) {
-                            (4, 2) => $tile::<4, 2>(w, nbw, r, x, nbx, t, out, ldo, &dw, &dx),
-                            (4, _) => $tile::<4, 1>(w, nbw, r, x, nbx, t, out, ldo, &dw, &dx),
-                            (_, 2) => $tile::<1, 2>(w, nbw, r, x, nbx, t, out, ldo, &dw, &dx),
-                            _ => $tile::<1, 1>(w, nbw, r, x, nbx, t, out, ldo, &dw, &dx),
-                        }
-                    }
-                    t += tm;
-                }
-                r += rm;
-            }
+            drive_4x2!($tile, w, nbw, x, nbx, rows, toks, out, ldo; &dw, &dx);
         }
 
         /// `dw`: [rows][nbw] weight scales; `dx`: [toks][nbw] activation scales.
