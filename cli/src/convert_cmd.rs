@@ -3,14 +3,15 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
+    /// Hugging Face model folder: config.json; model.safetensors or pytorch_model.bin (either may be
+    /// sharded with an index); tokenizer.json or vocab.json + merges.txt
     model_dir: PathBuf,
     /// Output GGUF file
     out: PathBuf,
     /// Weight type preset: f32, f16, q8_0, q4_0, q4_k, q4_k_m
     #[arg(long = "type", default_value = "f16")]
     out_type: String,
-    /// tokenizer.json to use when the folder has none
+    /// tokenizer.json to use instead of the folder's tokenizer files
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Zero-pad n_inner to a multiple of this (exact; 0 = no padding)
@@ -30,6 +31,11 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     let report = convert(&opts, &mut crate::common::on_progress(&bar));
     bar.finish_and_clear();
     let report = report?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    let weights: Vec<String> = report.weights.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("read {} (tokenizer: {})", weights.join(", "), report.tokenizer);
     let hp = &report.hparams;
     eprintln!(
         "wrote {} ({} tensors, {:.1} MiB): {} layers, n_embd {}, {} heads, n_inner {} (stored {}), vocab {}",

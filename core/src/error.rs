@@ -58,8 +58,13 @@ pub enum ConvertError {
     Config { path: PathBuf, why: String },
     #[error("config key {key:?}: {why}")]
     ConfigKey { key: String, why: String },
-    #[error("no weights found in {0}: expected model.safetensors or model.safetensors.index.json")]
+    #[error(
+        "no weights found in {0}: expected model.safetensors, model.safetensors.index.json, \
+         pytorch_model.bin or pytorch_model.bin.index.json"
+    )]
     NoWeights(PathBuf),
+    #[error("{path}: {why}")]
+    Checkpoint { path: PathBuf, why: String },
     #[error("{path}: cannot read safetensors: {why}")]
     Safetensors { path: PathBuf, why: String },
     #[error("tensor {tensor:?} has dtype {dtype}, expected F32, F16 or BF16")]
@@ -70,7 +75,9 @@ pub enum ConvertError {
     UnknownTensor(String),
     #[error("tensor {0:?} is missing from the checkpoint")]
     MissingTensor(String),
-    #[error("no tokenizer: {0} has no tokenizer.json and none was given with --tokenizer")]
+    #[error(
+        "no tokenizer: {0} has neither tokenizer.json nor vocab.json + merges.txt, and none was given with --tokenizer"
+    )]
     NoTokenizer(PathBuf),
 }
 

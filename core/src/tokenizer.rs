@@ -80,6 +80,62 @@ impl TokenizerSpec {
     pub fn from_hf_json(json: &str) -> Result<TokenizerSpec, TokenizerError> {
         let root: Value = serde_json::from_str(json)?;
         let root = root.as_object().ok_or_else(|| invalid("tokenizer.json: top level is not a JSON object"))?;
+        Self::from_hf_root(root)
+    }
+
+    /// Reads the two files of a slow GPT-2 tokenizer (`vocab.json`: token -> id; `merges.txt`:
+    /// one `a b` merge per line after a `#version` header), as the official BTLM base folder
+    /// ships them with no tokenizer.json. `specials` are the special tokens the folder's
+    /// tokenizer_config.json / special_tokens_map.json name (`<|endoftext|>` is always one):
+    /// matched verbatim in text, never merged, as `GPT2Tokenizer` treats them. A special token
+    /// missing from vocab.json gets the next id, as `transformers` adds it.
+    ///
+    /// The result is what the equivalent tokenizer.json would give (byte-level BPE,
+    /// add_prefix_space false), built through the same validation.
+    pub fn from_vocab_merges(
+        vocab_json: &str,
+        merges_txt: &str,
+        specials: &[String],
+    ) -> Result<TokenizerSpec, TokenizerError> {
+        let vocab: Map<String, Value> = serde_json::from_str(vocab_json)
+            .map_err(|e| invalid(format!("vocab.json is not a JSON object of token -> id: {e}")))?;
+        let mut merges = Vec::new();
+        for (i, line) in merges_txt.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if (i == 0 && line.starts_with("#version")) || line.is_empty() {
+                continue;
+            }
+            if split_merge(line).is_none() {
+                return Err(invalid(format!("merges.txt line {}: {line:?} is not of the form \"a b\"", i + 1)));
+            }
+            merges.push(Value::String(line.to_string()));
+        }
+        let mut next_id = vocab.len();
+        let mut added = Vec::new();
+        let mut names: Vec<&str> = vec![ENDOFTEXT];
+        names.extend(specials.iter().map(String::as_str).filter(|s| *s != ENDOFTEXT));
+        for content in names {
+            let id = match vocab.get(content) {
+                Some(id) => id.clone(),
+                None if content == ENDOFTEXT => continue,
+                None => {
+                    next_id += 1;
+                    Value::from(next_id - 1)
+                }
+            };
+            added.push(serde_json::json!({"id": id, "content": content, "special": true}));
+        }
+        let mut root = Map::new();
+        root.insert("added_tokens".into(), Value::Array(added));
+        root.insert(
+            "pre_tokenizer".into(),
+            serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
+        );
+        root.insert("model".into(), serde_json::json!({"type": "BPE", "vocab": vocab, "merges": merges}));
+        Self::from_hf_root(&root)
+    }
+
+    fn from_hf_root(root: &Map<String, Value>) -> Result<TokenizerSpec, TokenizerError> {
         let model = root
             .get("model")
             .and_then(Value::as_object)

@@ -1,8 +1,10 @@
-//! Shared helpers for the cross-crate tests: fixture locations, a minimal `.npy` reader, and
-//! conversion of a fixture folder to GGUF.
+//! Shared helpers for the cross-crate tests: fixture locations, a minimal `.npy` reader,
+//! conversion of a fixture folder to GGUF, and a writer of PyTorch checkpoints ([`torch_bin`]).
 
 use pocketlm_core::convert::{convert, ConvertOptions, Preset};
 use std::path::{Path, PathBuf};
+
+pub mod torch_bin;
 
 /// The workplace's shared folder (fixtures, tokenizer, text): `POCKETLM_SHARED` if set, else
 /// the first `shared/` beside an ancestor of this crate (../shared from the repository root).

@@ -6,9 +6,10 @@ pub mod hf_config;
 pub mod preset;
 pub mod requantize;
 pub mod synth;
+mod tokenizer_files;
 pub mod writer;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, CheckpointFormat};
 pub use hf_config::{parse_config, HfConfig};
 pub use preset::Preset;
 pub use requantize::requantize;
@@ -16,7 +17,6 @@ pub use writer::{tensor_names, write_model, ModelSpec, Progress};
 
 use crate::error::{ConvertError, Error, Result};
 use crate::model::{names, HParams};
-use crate::tokenizer::TokenizerSpec;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -36,6 +36,13 @@ pub struct ConvertReport {
     pub hparams: HParams,
     pub n_tensors: usize,
     pub file_bytes: u64,
+    /// The weight files read, in shard order.
+    pub weights: Vec<PathBuf>,
+    /// Where the tokenizer came from (`tokenizer.json`, `vocab.json + merges.txt`, a path).
+    pub tokenizer: String,
+    /// What the user should know about how the folder was read (e.g. safetensors chosen over
+    /// a .bin beside it).
+    pub notes: Vec<String>,
 }
 
 /// Where one GGUF tensor comes from.
@@ -60,19 +67,12 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         other => other,
     })?;
     let mut hp = cfg.hparams.clone();
-    let tok_path = match (dir.join("tokenizer.json"), &opts.tokenizer) {
-        (_, Some(p)) => p.clone(),
-        (p, None) if p.exists() => p,
-        _ => return Err(ConvertError::NoTokenizer(dir.clone()).into()),
-    };
-    let tok_text = std::fs::read_to_string(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
-    let mut spec = TokenizerSpec::from_hf_json(&tok_text)?;
-    spec.bos_id = cfg.bos_token_id.or(spec.bos_id);
-    spec.eos_id = cfg.eos_token_id.or(spec.eos_id);
+    let (spec, tokenizer_source) = tokenizer_files::load(dir, opts.tokenizer.as_deref(), &cfg)?;
+    // The vocabulary size comes from the files; config.json must agree with them.
     if spec.tokens.len() != hp.n_vocab {
         return Err(ConvertError::ConfigKey {
             key: "vocab_size".into(),
-            why: format!("config says {} but {} has {} tokens", hp.n_vocab, tok_path.display(), spec.tokens.len()),
+            why: format!("config says {} but the tokenizer ({tokenizer_source}) has {} tokens", hp.n_vocab, spec.tokens.len()),
         }
         .into());
     }
@@ -120,7 +120,14 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         progress,
     )?;
     let file_bytes = std::fs::metadata(&opts.out).map(|m| m.len()).unwrap_or(0);
-    Ok(ConvertReport { n_tensors: sources.len(), hparams: written, file_bytes })
+    Ok(ConvertReport {
+        n_tensors: sources.len(),
+        hparams: written,
+        file_bytes,
+        weights: ckpt.files().map(Path::to_path_buf).collect(),
+        tokenizer: tokenizer_source,
+        notes: ckpt.notes().to_vec(),
+    })
 }
 
 /// Where each GGUF tensor comes from in the checkpoint.
@@ -165,9 +172,10 @@ fn check_checkpoint_names(ckpt: &Checkpoint, sources: &[Source], prefix: &str) -
             return Err(ConvertError::UnknownTensor(name.into()).into());
         }
     }
+    // A tied head is stored twice in sharded saves and once, sharing wte's storage, in single
+    // files; either way it must equal the embedding.
     if ckpt.shape("lm_head.weight").is_some() {
-        let (head, wte) = (ckpt.read_f32("lm_head.weight")?, ckpt.read_f32(&format!("{prefix}wte.weight"))?);
-        if head != wte {
+        if !ckpt.same_data("lm_head.weight", &format!("{prefix}wte.weight"))? {
             return Err(ConvertError::UnknownTensor(
                 "lm_head.weight (differs from wte: untied heads are not supported)".into(),
             )
