@@ -6,60 +6,128 @@ use std::path::{Path, PathBuf};
 
 pub mod torch_bin;
 
-/// The workplace's shared folder (fixtures, tokenizer, text): `POCKETLM_SHARED` if set, else
-/// the first `shared/` beside an ancestor of this crate (../shared from the repository root).
-pub fn shared_dir() -> PathBuf {
+/// The repository's own test data (`tests/fixtures`): the trained btlm-mini model with its
+/// reference outputs, the GPT-2 tokenizer vectors and a held-out text. Always present.
+pub fn vendored_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The workplace's shared folder (the random-weight golden fixtures, the larger texts), when
+/// present: `POCKETLM_SHARED` if set, else the first `shared/` beside an ancestor of this crate.
+/// A clone on its own has none; tests that need it say so and skip.
+pub fn shared_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("POCKETLM_SHARED") {
-        return PathBuf::from(d);
+        return Some(PathBuf::from(d)).filter(|d| d.is_dir());
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared"))
-        .find(|s| s.join("fixtures").is_dir())
-        .unwrap_or_else(|| {
-            panic!("no shared/fixtures beside any parent of {}; set POCKETLM_SHARED", env!("CARGO_MANIFEST_DIR"))
-        })
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|a| a.join("shared")).find(|s| s.join("fixtures").is_dir())
 }
 
-/// The golden fixture set: `POCKETLM_FIXTURES` if set, else shared/fixtures/btlm.
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("POCKETLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("fixtures/btlm"))
+/// Prints (once per test binary) which fixture sets this run has, so a skipped set is never silent.
+pub fn report_sets() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| match shared_dir() {
+        Some(d) => eprintln!("fixture sets: vendored btlm-mini + shared random-weight fixtures ({})", d.display()),
+        None => {
+            eprintln!("fixture sets: vendored btlm-mini only; shared random-weight fixtures: skipped (no ../shared)")
+        }
+    });
 }
 
-/// Every fixture folder (one with a config.json), sorted by name.
-pub fn fixture_names() -> Vec<String> {
-    let dir = fixtures_dir();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixtures at {}: {e}", dir.display()))
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("config.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(!names.is_empty(), "no fixtures in {}", dir.display());
-    names
+/// The model every single-fixture test uses: the vendored trained btlm-mini.
+pub const PRIMARY: &str = "btlm-mini";
+
+/// The vendored trained model, [`PRIMARY`].
+pub fn primary() -> Fixture {
+    fixture(PRIMARY).expect("btlm-mini is vendored")
 }
 
-/// GPT-2 tokenizer folder: `POCKETLM_TOKENIZER_DIR` if set, else shared/tokenizer/gpt2.
-pub fn tokenizer_dir() -> PathBuf {
-    std::env::var_os("POCKETLM_TOKENIZER_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("tokenizer/gpt2"))
+/// A model folder with golden outputs of the reference implementation.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    /// Hugging Face folder (config.json, weights, tokenizer files).
+    pub model_dir: PathBuf,
+    /// The golden `.npy` files (layout of shared/fixtures/btlm/README.md).
+    pub golden_dir: PathBuf,
+    /// tokenizer.json to convert with, for folders that carry none.
+    pub tokenizer: Option<PathBuf>,
 }
 
+/// `btlm-mini` (vendored) or a shared fixture by name; None if that set is absent.
+pub fn fixture(name: &str) -> Option<Fixture> {
+    if name == PRIMARY {
+        let d = vendored_dir().join("btlm-mini");
+        return Some(Fixture {
+            name: name.into(),
+            model_dir: d.join("hf"),
+            golden_dir: d.join("golden"),
+            tokenizer: None,
+        });
+    }
+    let dir = std::env::var_os("POCKETLM_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| shared_dir().map(|s| s.join("fixtures/btlm")))?
+        .join(name);
+    dir.join("config.json").is_file().then(|| Fixture {
+        name: name.into(),
+        model_dir: dir.clone(),
+        golden_dir: dir,
+        tokenizer: Some(tokenizer_json()),
+    })
+}
+
+/// A shared fixture a test needs, or None after printing that the test is skipped.
+pub fn shared_fixture(name: &str, test: &str) -> Option<Fixture> {
+    let f = fixture(name);
+    if f.is_none() {
+        eprintln!("skipped: {test} needs the shared fixture {name:?} (no ../shared)");
+    }
+    f
+}
+
+/// Every fixture with golden outputs: btlm-mini, then the shared ones (sorted) when present.
+pub fn all_fixtures() -> Vec<Fixture> {
+    report_sets();
+    let mut out = vec![primary()];
+    let shared = std::env::var_os("POCKETLM_FIXTURES")
+        .map(PathBuf::from)
+        .or_else(|| shared_dir().map(|s| s.join("fixtures/btlm")));
+    if let Some(dir) = shared {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("config.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        out.extend(names.iter().filter_map(|n| fixture(n)));
+    }
+    out
+}
+
+/// The GPT-2 tokenizer.json the CLI embeds (cli/assets), in the repository.
 pub fn tokenizer_json() -> PathBuf {
-    tokenizer_dir().join("tokenizer.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/assets/gpt2-tokenizer.json")
 }
 
-/// Converts fixture `name` to a GGUF of the given type inside `tmp`.
-pub fn convert_fixture(name: &str, ty: Preset, pad_inner_to: Option<usize>, tmp: &Path) -> PathBuf {
-    let out = tmp.join(format!("{name}-{ty:?}-{pad_inner_to:?}.gguf"));
+/// The 673 GPT-2 text -> ids vectors (vendored).
+pub fn tokenizer_vectors() -> PathBuf {
+    vendored_dir().join("gpt2/test_vectors.json")
+}
+
+/// Converts a fixture to a GGUF of the given type inside `tmp`.
+pub fn convert_fixture(f: &Fixture, ty: Preset, pad_inner_to: Option<usize>, tmp: &Path) -> PathBuf {
+    let out = tmp.join(format!("{}-{ty:?}-{pad_inner_to:?}.gguf", f.name));
     let opts = ConvertOptions {
-        model_dir: fixtures_dir().join(name),
+        model_dir: f.model_dir.clone(),
         out: out.clone(),
         preset: ty,
-        tokenizer: Some(tokenizer_json()),
+        tokenizer: f.tokenizer.clone(),
         pad_inner_to,
     };
-    convert(&opts, &mut |_| {}).unwrap_or_else(|e| panic!("convert {name}: {e}"));
+    convert(&opts, &mut |_| {}).unwrap_or_else(|e| panic!("convert {}: {e}", f.name));
     out
 }
 
@@ -102,8 +170,8 @@ pub struct Golden {
     pub greedy_step_logits: Npy,
 }
 
-pub fn golden(name: &str) -> Golden {
-    let d = fixtures_dir().join(name);
+pub fn golden(f: &Fixture) -> Golden {
+    let d = &f.golden_dir;
     let ids = |f: &str| read_npy(&d.join(f)).data.iter().map(|&x| x as u32).collect::<Vec<u32>>();
     Golden {
         input_ids: ids("input_ids.npy"),

@@ -369,7 +369,8 @@ pub struct BtlmDims {
 
 impl BtlmDims {
     /// cerebras/btlm-3b-8k-base.
-    pub const BTLM_3B_8K: BtlmDims = BtlmDims { vocab_size: 50257, n_embd: 2560, n_layer: 32, n_head: 32, n_inner: 6826 };
+    pub const BTLM_3B_8K: BtlmDims =
+        BtlmDims { vocab_size: 50257, n_embd: 2560, n_layer: 32, n_head: 32, n_inner: 6826 };
 }
 
 /// The tensors of a BTLM `pytorch_model.bin`, as `BTLMLMHeadModel.state_dict()` lists them:

@@ -13,11 +13,12 @@ struct Errors {
 }
 
 /// Runs one fixture: prompt in one call, then 16 greedy steps through the KV cache.
-fn run_fixture(name: &str, ty: Preset, kv: KvType) -> Errors {
+fn run_fixture(f: &Fixture, ty: Preset, kv: KvType) -> Errors {
+    let name = &f.name;
     let tmp = tempfile::tempdir().unwrap();
-    let path = convert_fixture(name, ty, None, tmp.path());
+    let path = convert_fixture(f, ty, None, tmp.path());
     let model = Model::load(&path).unwrap();
-    let g = golden(name);
+    let g = golden(f);
     let v = model.hparams.n_vocab;
     let t = g.input_ids.len();
     let mut cache = KvCache::new(&model.hparams, t + 32, kv, None).unwrap();
@@ -42,8 +43,9 @@ fn run_fixture(name: &str, ty: Preset, kv: KvType) -> Errors {
 
 #[test]
 fn f32_matches_reference_on_every_fixture() {
-    for name in fixture_names() {
-        let e = run_fixture(&name, Preset::F32, KvType::F32);
+    for f in all_fixtures() {
+        let name = f.name.as_str();
+        let e = run_fixture(&f, Preset::F32, KvType::F32);
         println!("{name:<16} f32: max |dlogit| prompt-last4 {:.2e}, greedy steps {:.2e}", e.last4, e.steps);
         assert!(e.last4 <= 1e-4, "{name}: logits_last4 error {}", e.last4);
         assert!(e.steps <= 1e-4, "{name}: greedy_step_logits error {}", e.steps);
@@ -52,8 +54,9 @@ fn f32_matches_reference_on_every_fixture() {
 
 #[test]
 fn f16_weights_keep_argmax_and_greedy() {
-    for name in fixture_names() {
-        let e = run_fixture(&name, Preset::F16, KvType::F32);
+    for f in all_fixtures() {
+        let name = f.name.as_str();
+        let e = run_fixture(&f, Preset::F16, KvType::F32);
         println!("{name:<16} f16: max |dlogit| prompt-last4 {:.2e}, greedy steps {:.2e}", e.last4, e.steps);
         assert!(e.last4 <= 2e-2, "{name}: logits_last4 error {}", e.last4);
         assert!(e.steps <= 2e-2, "{name}: greedy_step_logits error {}", e.steps);

@@ -5,11 +5,11 @@ use pocketlm_core::convert::Preset;
 use pocketlm_core::error::{Error, GgufError};
 use pocketlm_core::gguf::GgufHeader;
 use pocketlm_core::Model;
-use pocketlm_tests::convert_fixture;
+use pocketlm_tests::{convert_fixture, primary};
 use std::path::Path;
 
 fn base_file(tmp: &Path) -> Vec<u8> {
-    std::fs::read(convert_fixture("tiny", Preset::F32, None, tmp)).unwrap()
+    std::fs::read(convert_fixture(&primary(), Preset::F32, None, tmp)).unwrap()
 }
 
 /// Byte position of the tensor entry for `name` (just after its name).
@@ -47,7 +47,7 @@ fn each_corruption_has_its_own_error() {
     let good = base_file(tmp.path());
     let header = GgufHeader::parse(&good).unwrap();
     let data_offset = header.data_offset as usize;
-    Model::load(tmp.path().join("tiny-F32-None.gguf")).expect("the unmodified file loads");
+    Model::load(tmp.path().join("btlm-mini-F32-None.gguf")).expect("the unmodified file loads");
 
     type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
     type Check = fn(&GgufError) -> bool;

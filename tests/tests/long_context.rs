@@ -12,8 +12,8 @@ use pocketlm_core::Model;
 use pocketlm_tests::*;
 use std::sync::Arc;
 
-fn load(name: &str, tmp: &std::path::Path) -> Arc<Model> {
-    Arc::new(Model::load(convert_fixture(name, Preset::F32, None, tmp)).unwrap())
+fn load(f: &Fixture, tmp: &std::path::Path) -> Arc<Model> {
+    Arc::new(Model::load(convert_fixture(f, Preset::F32, None, tmp)).unwrap())
 }
 
 fn greedy(n: usize) -> GenerateOptions {
@@ -41,9 +41,10 @@ fn run_ids(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
 #[test]
 fn quantized_caches_track_the_f32_cache() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in fixture_names() {
-        let model = load(&name, tmp.path());
-        let g = golden(&name);
+    for f in all_fixtures() {
+        let name = f.name.as_str();
+        let model = load(&f, tmp.path());
+        let g = golden(&f);
         let v = model.hparams.n_vocab;
         for (kv, bound) in [(KvType::F16, 2e-3), (KvType::Q8_0, 3e-2), (KvType::Q4, 0.5)] {
             let mut s = Session::new(model.clone(), &opts(128, kv)).unwrap();
@@ -90,8 +91,8 @@ fn dynamic_interpolation_runs_past_three_times_the_training_length() {
 #[test]
 fn context_shift_keeps_the_head_and_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = load("tiny", tmp.path());
-    let g = golden("tiny");
+    let model = load(&primary(), tmp.path());
+    let g = golden(&primary());
     // q4 too: its rows move inside and across 16-position tiles.
     for kv in [KvType::F16, KvType::Q4] {
         let o = SessionOptions { context_policy: ContextPolicy::Shift { keep: 4 }, ..opts(40, kv) };
@@ -111,12 +112,15 @@ fn context_shift_keeps_the_head_and_continues() {
 #[test]
 fn memory_budget_counts_weights_cache_and_scratch() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = load("tiny", tmp.path());
+    let model = load(&primary(), tmp.path());
     let o = opts(1000, KvType::Q8_0);
     let m = Session::memory_needed(&model, &o);
-    assert_eq!(m.kv_cache, 1000 * 2 * 2 * 4 * (16 + 4)); // tokens x k,v x layers x heads x row
-                                                         // q4: 8 bytes of codes + one f16 scale per 16-value row, for whole 16-position tiles.
-    assert_eq!(Session::memory_needed(&model, &opts(1000, KvType::Q4)).kv_cache, 1008 * 2 * 2 * 4 * (8 + 2));
+    let (l, h) = (model.hparams.n_layer as u64, model.hparams.n_head as u64);
+    let d = model.hparams.n_embd as u64 / h;
+    // tokens x k,v x layers x heads x row: q8_0 rows are d int8 values + one f32 scale.
+    assert_eq!(m.kv_cache, 1000 * 2 * l * h * (d + 4));
+    // q4: d/2 bytes of codes + one f16 scale per 16 values, for whole 16-position tiles.
+    assert_eq!(Session::memory_needed(&model, &opts(1000, KvType::Q4)).kv_cache, 1008 * 2 * l * h * (d / 2 + d / 8));
     assert_eq!(m.weights, model.weight_bytes());
     assert!(m.scratch > 0);
     let over = SessionOptions { mem_budget: Some(m.total() - 1), ..o.clone() };
@@ -133,8 +137,8 @@ fn memory_budget_counts_weights_cache_and_scratch() {
 #[test]
 fn save_and_restore_continue_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = load("tiny", tmp.path());
-    let g = golden("tiny");
+    let model = load(&primary(), tmp.path());
+    let g = golden(&primary());
     for kv in [KvType::F32, KvType::F16, KvType::Q8_0, KvType::Q4] {
         let mut a = Session::new(model.clone(), &opts(128, kv)).unwrap();
         run_ids(&mut a, &g.input_ids, 8);
@@ -168,7 +172,16 @@ fn save_and_restore_continue_bit_identically() {
     assert!(s.tokens().is_empty(), "a failed restore leaves the session alone");
     let e = Session::new(model.clone(), &opts(128, KvType::Q8_0)).unwrap().restore(&file).unwrap_err().to_string();
     assert!(e.contains("KV cache"), "{e}");
-    let other = load("tiny-pi-factor", tmp.path());
+    // Another model: the same weights with another logit scale.
+    let other_dir = tmp.path().join("other-model");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    for f in std::fs::read_dir(primary().model_dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), other_dir.join(f.file_name())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(other_dir.join("config.json")).unwrap();
+    std::fs::write(other_dir.join("config.json"), cfg.replace("\"mup_output_alpha\": 2.22", "\"mup_output_alpha\": 2.5")).unwrap();
+    let other = load(&Fixture { name: "other".into(), model_dir: other_dir, ..primary() }, tmp.path());
     let e = Session::new(other, &opts(128, KvType::F16)).unwrap().restore(&file).unwrap_err().to_string();
     assert!(e.contains("different model"), "{e}");
     let e = Session::new(model, &opts(10, KvType::F16)).unwrap().restore(&file).unwrap_err().to_string();

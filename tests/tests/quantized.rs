@@ -41,10 +41,11 @@ const ACT_QUANT_BOUND: f32 = 0.08;
 #[test]
 fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in fixture_names() {
-        let g = golden(&name);
+    for f in all_fixtures() {
+        let name = f.name.as_str();
+        let g = golden(&f);
         for preset in [Preset::Q8_0, Preset::Q4_0, Preset::Q4K] {
-            let q = convert_fixture(&name, preset, None, tmp.path());
+            let q = convert_fixture(&f, preset, None, tmp.path());
             let (mq, md) = (Model::load(&q).unwrap(), dequantized(&q, tmp.path()));
             let (lq, ld) = (prompt_logits(&mq, &g.input_ids), prompt_logits(&md, &g.input_ids));
             let err = max_diff(&lq, &ld);
@@ -53,7 +54,10 @@ fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
                 "{name:<16} {:<6} quantized vs dequantized-f32: max |dlogit| {err:.4} (logit rms {rms:.2})",
                 preset.name()
             );
-            assert!(err <= ACT_QUANT_BOUND, "{name} {}: {err}", preset.name());
+            // The error scales with the logits; the trained model's are 12x the fixtures' (RMS
+            // 2.5): 0.08 x RMS = 0.2 for it, 2.3x its measured worst (0.086, q8_0).
+            let bound = ACT_QUANT_BOUND.max(0.08 * rms);
+            assert!(err <= bound, "{name} {}: {err} (bound {bound})", preset.name());
         }
     }
 }
@@ -62,10 +66,11 @@ fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
 fn quality_against_reference_per_fixture_and_format() {
     let tmp = tempfile::tempdir().unwrap();
     println!("{:<16} {:<7} {:>10} {:>14}", "fixture", "format", "top-1 agr.", "max |dlogit|");
-    for name in fixture_names() {
-        let g = golden(&name);
+    for f in all_fixtures() {
+        let name = f.name.as_str();
+        let g = golden(&f);
         for preset in [Preset::F16, Preset::Q8_0, Preset::Q4KM, Preset::Q4K, Preset::Q4_0] {
-            let model = Model::load(convert_fixture(&name, preset, None, tmp.path())).unwrap();
+            let model = Model::load(convert_fixture(&f, preset, None, tmp.path())).unwrap();
             let v = model.hparams.n_vocab;
             let logits = prompt_logits(&model, &g.input_ids);
             let agree = logits.chunks_exact(v).zip(&g.argmax_all).filter(|(l, &a)| argmax(l) as u32 == a).count();
@@ -76,10 +81,17 @@ fn quality_against_reference_per_fixture_and_format() {
             // Sanity bounds in the spirit of the float64 simulation quoted in issue #3 (Q8_0:
             // agreement 0.88-1.00, |dlogit| <= 0.07; Q4_0: 0.15-0.50, <= 0.98), widened for
             // activation quantization. Q4_K falls back to Q8_0 where rows are not 256-wide.
-            let (min_agree, max_err) = match preset {
-                Preset::F16 => (1.0, 0.02),
-                Preset::Q8_0 | Preset::Q4KM => (0.7, 0.25),
-                _ => (0.05, 2.0),
+            //
+            // The trained btlm-mini (logit RMS 2.5, not 0.2) has its own bounds, from its
+            // measured figures (top-1 / max |dlogit|: q8_0 1.00 / 0.061, q4_k_m 0.90 / 0.32,
+            // q4_k 0.88 / 0.47, q4_0 0.93 / 0.54) with about 2x headroom on the error.
+            let trained = name == PRIMARY;
+            let (min_agree, max_err) = match (preset, trained) {
+                (Preset::F16, _) => (1.0, 0.02),
+                (Preset::Q8_0, true) => (0.95, 0.15),
+                (_, true) => (0.8, 1.0),
+                (Preset::Q8_0 | Preset::Q4KM, false) => (0.7, 0.25),
+                (_, false) => (0.05, 2.0),
             };
             assert!(agreement >= min_agree && err <= max_err, "{name} {}: {agreement} {err}", preset.name());
         }
@@ -89,15 +101,15 @@ fn quality_against_reference_per_fixture_and_format() {
 #[test]
 fn padding_n_inner_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let g = golden("tiny");
+    let g = golden(&primary());
     let base =
-        prompt_logits(&Model::load(convert_fixture("tiny", Preset::F32, None, tmp.path())).unwrap(), &g.input_ids);
+        prompt_logits(&Model::load(convert_fixture(&primary(), Preset::F32, None, tmp.path())).unwrap(), &g.input_ids);
     for pad in [32, 256] {
-        let model = Model::load(convert_fixture("tiny", Preset::F32, Some(pad), tmp.path())).unwrap();
-        assert_eq!(model.hparams.n_inner, 170usize.div_ceil(pad) * pad);
-        assert_eq!(model.hparams.n_inner_original, 170);
+        let model = Model::load(convert_fixture(&primary(), Preset::F32, Some(pad), tmp.path())).unwrap();
+        assert_eq!(model.hparams.n_inner, 682usize.div_ceil(pad) * pad);
+        assert_eq!(model.hparams.n_inner_original, 682);
         let err = max_diff(&prompt_logits(&model, &g.input_ids), &base);
-        println!("n_inner 170 padded to {}: max |dlogit| {err:.2e}", model.hparams.n_inner);
+        println!("n_inner 682 padded to {}: max |dlogit| {err:.2e}", model.hparams.n_inner);
         assert!(err <= 1e-5, "padding to {pad} changed logits by {err}");
     }
 }

@@ -5,28 +5,42 @@ use std::path::PathBuf;
 use pocketlm_core::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
 use serde_json::Value;
 
-fn data_dir() -> PathBuf {
-    pocketlm_tests::tokenizer_dir()
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-fn read(name: &str) -> String {
-    let path = data_dir().join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); set POCKETLM_TOKENIZER_DIR to the folder with the GPT-2 tokenizer",
-            path.display()
-        )
-    })
+fn gpt2_spec() -> TokenizerSpec {
+    TokenizerSpec::from_hf_json(&read(pocketlm_tests::tokenizer_json())).unwrap()
+}
+
+/// GPT-2's slow-tokenizer files, as OpenAI and the official BTLM base folder ship them, written
+/// from tokenizer.json's model section (that is what tokenizer.json was built from).
+fn gpt2_vocab_and_merges() -> (String, String) {
+    let root: Value = serde_json::from_str(&read(pocketlm_tests::tokenizer_json())).unwrap();
+    let vocab = root["model"]["vocab"].to_string();
+    let mut merges = String::from("#version: 0.2\n");
+    for m in root["model"]["merges"].as_array().unwrap() {
+        match m {
+            Value::String(s) => merges.push_str(s),
+            Value::Array(p) => merges.push_str(&format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())),
+            _ => unreachable!(),
+        }
+        merges.push('\n');
+    }
+    (vocab, merges)
 }
 
 fn gpt2() -> Tokenizer {
-    let spec = TokenizerSpec::from_hf_json(&read("tokenizer.json")).unwrap();
+    check_gpt2_spec(&gpt2_spec())
+}
+
+fn check_gpt2_spec(spec: &TokenizerSpec) -> Tokenizer {
     assert_eq!(spec.model, "gpt2");
     assert_eq!(spec.tokens.len(), 50257);
     assert_eq!(spec.merges.len(), 50000);
     assert_eq!(spec.bos_id, Some(50256));
     assert_eq!(spec.eos_id, Some(50256));
-    Tokenizer::from_spec(&spec).unwrap()
+    Tokenizer::from_spec(spec).unwrap()
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
@@ -35,9 +49,54 @@ fn ids_of(v: &Value) -> Vec<u32> {
 
 #[test]
 fn matches_all_test_vectors() {
-    let tok = gpt2();
+    check_vectors(&gpt2());
+}
+
+/// The official base model has no tokenizer.json: vocab.json + merges.txt must give the same
+/// tokenizer, id for id, on every vector.
+#[test]
+fn vocab_and_merges_files_give_the_tokenizer_json_ids() {
+    let (vocab, merges) = gpt2_vocab_and_merges();
+    let spec = TokenizerSpec::from_vocab_merges(&vocab, &merges, &["<|endoftext|>".to_string()]).unwrap();
+    assert_eq!(spec, gpt2_spec(), "same tokens, merges, types and bos/eos");
+    check_vectors(&check_gpt2_spec(&spec));
+    assert_eq!(spec.token_types[50256], pocketlm_core::tokenizer::token_type::CONTROL);
+
+    // A special token the files name but vocab.json lacks gets the next id; bad lines are named.
+    let extra = TokenizerSpec::from_vocab_merges(&vocab, &merges, &["<|pad|>".to_string()]).unwrap();
+    assert_eq!(extra.tokens.len(), 50258);
+    assert_eq!(extra.tokens[50257], "<|pad|>");
+    let e = TokenizerSpec::from_vocab_merges(&vocab, "#version: 0.2\nĠ t\nbad\n", &[]).unwrap_err().to_string();
+    assert!(e.contains("merges.txt line 3"), "{e}");
+    let e = TokenizerSpec::from_vocab_merges("[1, 2]", &merges, &[]).unwrap_err().to_string();
+    assert!(e.contains("vocab.json"), "{e}");
+}
+
+/// The trained model's own vocabulary (8192 tokens, not GPT-2's): both forms agree, and on
+/// held-out text.
+#[test]
+fn btlm_mini_vocab_and_merges_match_its_tokenizer_json() {
+    let dir = pocketlm_tests::primary().model_dir;
+    let fast = TokenizerSpec::from_hf_json(&read(dir.join("tokenizer.json"))).unwrap();
+    let slow = TokenizerSpec::from_vocab_merges(
+        &read(dir.join("vocab.json")),
+        &read(dir.join("merges.txt")),
+        &["<|endoftext|>".to_string()],
+    )
+    .unwrap();
+    assert_eq!(slow, fast);
+    assert_eq!(slow.tokens.len(), 8192);
+    assert_eq!(slow.bos_id, Some(8191));
+    let text = read(pocketlm_tests::vendored_dir().join("text/austen_persuasion.txt"));
+    let (a, b) = (Tokenizer::from_spec(&fast).unwrap(), Tokenizer::from_spec(&slow).unwrap());
+    let ids = a.encode(&text[..20000]).unwrap();
+    assert_eq!(b.encode(&text[..20000]).unwrap(), ids);
+    assert!(ids.len() > 3000, "{}", ids.len());
+}
+
+fn check_vectors(tok: &Tokenizer) {
     assert_eq!(tok.vocab_size(), 50257);
-    let vectors: Value = serde_json::from_str(&read("test_vectors.json")).unwrap();
+    let vectors: Value = serde_json::from_str(&read(pocketlm_tests::tokenizer_vectors())).unwrap();
 
     // (text, expected ids): the main cases, plus the 12 cases where the generating JS encoder
     // mis-classifies U+0085/U+FEFF as whitespace; there the README says the `tokenizers` ids
@@ -151,13 +210,13 @@ fn from_hf_json_rejects_garbage_and_other_models() {
     assert!(err.to_string().contains("Unigram"), "{err}");
 
     // The real file with its model type changed.
-    let mut json: Value = serde_json::from_str(&read("tokenizer.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&read(pocketlm_tests::tokenizer_json())).unwrap();
     json["model"]["type"] = Value::from("WordLevel");
     let err = TokenizerSpec::from_hf_json(&json.to_string()).unwrap_err();
     assert!(err.to_string().contains("WordLevel"), "{err}");
 
     // Ids with a hole are not a dense 0..n range.
-    let mut json: Value = serde_json::from_str(&read("tokenizer.json")).unwrap();
+    let mut json: Value = serde_json::from_str(&read(pocketlm_tests::tokenizer_json())).unwrap();
     json["model"]["vocab"]["!"] = Value::from(70000);
     let err = TokenizerSpec::from_hf_json(&json.to_string()).unwrap_err();
     assert!(matches!(err, TokenizerError::Invalid(_)), "{err}");
@@ -165,7 +224,7 @@ fn from_hf_json_rejects_garbage_and_other_models() {
 
 #[test]
 fn array_merges_give_the_same_spec() {
-    let text = read("tokenizer.json");
+    let text = read(pocketlm_tests::tokenizer_json());
     let mut json: Value = serde_json::from_str(&text).unwrap();
     let merges: Vec<Value> = json["model"]["merges"]
         .as_array()

@@ -122,8 +122,23 @@ fn archive_is_laid_out_like_torch() {
 }
 
 #[test]
+fn more_than_a_thousand_entries_pickle_in_batches() {
+    // Python's pickler adds dict items 1000 at a time (MARK ... SETITEMS), a last lone one with
+    // SETITEM: both paths must read back.
+    let tensors: Vec<_> = (0..1001).map(|i| (format!("t.{i}"), vec![1], vec![i as f32])).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("many.bin");
+    state_dict(&tensors, Dtype::F32, &[]).write(&path).unwrap();
+    let reader = PytorchReader::new(&path).unwrap();
+    assert_eq!(reader.len(), 1001);
+    assert_eq!(f32s(&read(&reader, "t.999")), [999.0]);
+    assert_eq!(f32s(&read(&reader, "t.1000")), [1000.0]);
+}
+
+#[test]
 fn tied_tensors_share_one_storage() {
-    let tensors = vec![("wte".to_string(), vec![4, 3], values(12, 0.25)), ("ln.weight".to_string(), vec![3], vec![1.0; 3])];
+    let tensors =
+        vec![("wte".to_string(), vec![4, 3], values(12, 0.25)), ("ln.weight".to_string(), vec![3], vec![1.0; 3])];
     let bin = state_dict(&tensors, Dtype::BF16, &[("lm_head", "wte")]);
     assert_eq!(bin.storages.len(), 2);
     assert_eq!(bin.tensors.last().map(|t| (t.name.as_str(), t.storage)), Some(("lm_head", 0)));
@@ -186,14 +201,16 @@ fn sharded_save_matches_transformers() {
         ("transformer.ln_f.bias".to_string(), vec![4], values(4, 0.01)),
     ];
     let bin = state_dict(&tensors, Dtype::F32, &[("lm_head.weight", "transformer.wte.weight")]);
-    let shards =
-        bin.split(&[&["transformer.wte.weight", "lm_head.weight"], &["transformer.ln_f.weight", "transformer.ln_f.bias"]]).unwrap();
+    let shards = bin
+        .split(&[&["transformer.wte.weight", "lm_head.weight"], &["transformer.ln_f.weight", "transformer.ln_f.bias"]])
+        .unwrap();
     assert_eq!(shards[0].storages.len(), 1, "the tie stays one storage");
     let tmp = tempfile::tempdir().unwrap();
     write_sharded(tmp.path(), &shards).unwrap();
 
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pytorch_model.bin.index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pytorch_model.bin.index.json")).unwrap())
+            .unwrap();
     // The tied head counts once: 32 + 4 + 4 floats.
     assert_eq!(index["metadata"]["total_size"], 40 * 4);
     let map = index["weight_map"].as_object().unwrap();
@@ -281,11 +298,16 @@ fn random_btlm_checkpoint_reads_back() {
     assert_ne!(read(&reader, "transformer.h.0.mlp.c_fc.weight"), read(&reader, "transformer.h.0.mlp.c_fc2.weight"));
 }
 
-/// shared/models/btlm-mini/hf/pytorch_model.bin (a real `save_pretrained` output), if present.
+/// btlm-mini's `pytorch_model.bin` (a real `save_pretrained` output), if present: the copy
+/// vendored in tests/fixtures, else shared/models (`POCKETLM_SHARED` or beside an ancestor).
 fn btlm_mini() -> Option<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vendored = here.join("fixtures/btlm-mini/hf/pytorch_model.bin");
     let env = std::env::var_os("POCKETLM_SHARED").map(PathBuf::from);
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|a| a.join("shared"));
-    env.into_iter().chain(beside).map(|s| s.join("models/btlm-mini/hf/pytorch_model.bin")).find(|p| p.is_file())
+    let shared = env.into_iter().chain(here.ancestors().map(|a| a.join("shared")));
+    std::iter::once(vendored)
+        .chain(shared.map(|s| s.join("models/btlm-mini/hf/pytorch_model.bin")))
+        .find(|p| p.is_file())
 }
 
 fn mini_dims(bin: &Path) -> BtlmDims {
@@ -304,7 +326,7 @@ fn mini_dims(bin: &Path) -> BtlmDims {
 #[test]
 fn btlm_layout_matches_btlm_mini() {
     let Some(path) = btlm_mini() else {
-        eprintln!("skipped: no shared/models/btlm-mini/hf/pytorch_model.bin");
+        eprintln!("skipped: no btlm-mini pytorch_model.bin (tests/fixtures or shared/models)");
         return;
     };
     let dims = mini_dims(&path);
@@ -328,7 +350,7 @@ fn btlm_layout_matches_btlm_mini() {
 #[test]
 fn btlm_mini_rewrite_reads_back_identical() {
     let Some(path) = btlm_mini() else {
-        eprintln!("skipped: no shared/models/btlm-mini/hf/pytorch_model.bin");
+        eprintln!("skipped: no btlm-mini pytorch_model.bin (tests/fixtures or shared/models)");
         return;
     };
     let dims = mini_dims(&path);
