@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# End to end on a fresh machine: build the release binary, convert a BTLM checkpoint in
-# Hugging Face layout to GGUF, inspect it, and generate text. Without arguments it uses the
-# `tiny` golden fixture (random weights: the text is gibberish, the pipeline is real).
+# End to end on a fresh machine: build the release binary, convert a BTLM checkpoint in Hugging
+# Face layout to GGUF (a PyTorch pytorch_model.bin or safetensors, sharded or not; tokenizer.json
+# or vocab.json + merges.txt), inspect it, and generate text. Without arguments it uses the
+# trained btlm-mini vendored in tests/fixtures (5 M parameters, BTLM's architecture, saved the
+# way Cerebras ships BTLM-3B-8K): it writes locally English-like text, not meaningful text.
 #
-#   scripts/quickstart.sh [HF_MODEL_DIR] [PROMPT]
+#   scripts/quickstart.sh [HF_MODEL_DIR] [PROMPT] [TYPE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared=${POCKETLM_SHARED:-$(cd .. && pwd)/shared}
-model_dir=${1:-$shared/fixtures/btlm/tiny}
-prompt=${2:-"The capital of France is"}
-tokenizer=()
-[ -f "$model_dir/tokenizer.json" ] || tokenizer=(--tokenizer "$shared/tokenizer/gpt2/tokenizer.json")
+model_dir=${1:-tests/fixtures/btlm-mini/hf}
+prompt=${2:-"It was a fine morning, and Anne"}
+type=${3:-q8_0}
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 cargo build --release -p pocketlm-cli
 bin=target/release/pocketlm
 mkdir -p models
-out=models/$(basename "$model_dir")-f16.gguf
+name=$(basename "$model_dir")
+[ "$name" = hf ] && name=$(basename "$(dirname "$model_dir")")
+out=models/$name-$type.gguf
 
-$bin convert "$model_dir" "$out" --type f16 "${tokenizer[@]}"
+$bin convert "$model_dir" "$out" --type "$type"
 $bin info "$out" | head -12
-$bin run -m "$out" -p "$prompt" -n 32 --seed 42
+$bin run -m "$out" -p "$prompt" -n 48 --temp 0.8 --seed 42

@@ -7,8 +7,9 @@
 #   3. scripts/test-swift.sh    Swift bindings + iOS wrapper, XCTest in a Swift 6 chroot;
 #   4. scripts/test-aarch64.sh  the ARM64 suites under qemu (with and without dotprod/i8mm)
 #                               and the Android compile check.
-# Needs the workplace's shared/ folder (fixtures, tokenizer) beside an ancestor of the checkout,
-# or POCKETLM_SHARED pointing at it. POCKETLM_SKIP="swift aarch64" skips steps (local use).
+# Runs from a clone alone (the test data it needs is vendored in tests/fixtures); the workplace's
+# shared/ folder beside an ancestor of the checkout (or POCKETLM_SHARED) adds the random-weight
+# golden fixtures, and the summary says which sets ran. POCKETLM_SKIP="swift aarch64" skips steps.
 # The last line counts every test: `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,12 +41,24 @@ fi
 
 echo "== Rust tests"
 t0=$SECONDS
-cargo test --workspace 2>&1 | tee target/rust-tests.log
+# --no-fail-fast runs every test binary; cargo's own exit status is what decides, so a binary
+# that crashes (segfault, abort) turns the run red even though it printed no "failed" line.
+cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log
+status=${PIPESTATUS[0]}
 p=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
 f=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
 grep -q "error\[" target/rust-tests.log && f=$((f + 1))
+if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "cargo test exited with status $status without a failing test: a test binary crashed" | tee -a target/rust-tests.log
+    f=1
+fi
 printf '%s passed, %s failed\n' "$p" "$f" >> target/rust-tests.log
 count "rust ($((SECONDS - t0)) s)" target/rust-tests.log
+# What did not run, so skipped coverage is never silent.
+sets=$(grep -m1 -E '^fixture sets:' target/rust-tests.log || true)
+[ -n "$sets" ] && summary+=("  $sets")
+skips=$(grep -cE '^skipped: ' target/rust-tests.log || true)
+[ "$skips" -gt 0 ] && summary+=("  $skips skipped checks: $(grep -E '^skipped: ' target/rust-tests.log | sort -u | sed 's/^skipped: //' | paste -sd ';' -)")
 
 for step in kotlin swift aarch64; do
     if skipped "$step"; then

@@ -31,6 +31,12 @@ pub struct Args {
     /// KV cache type: f16, q8_0, q4 or f32
     #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
     cache_type: String,
+    /// ALiBi position interpolation when the model has none: none, dynamic, or fixed:FACTOR
+    #[arg(long = "alibi-scaling", default_value = "none")]
+    alibi_scaling: String,
+    /// Training length for --alibi-scaling dynamic (default: the model's context length)
+    #[arg(long = "alibi-train-len")]
+    alibi_train_len: Option<usize>,
     /// Worker threads (0 = one per performance core)
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -66,6 +72,7 @@ fn score(a: Args) -> Result<()> {
         stride: a.stride.unwrap_or(a.ctx_size / 2),
         kv_type: KvType::parse(&a.cache_type)?,
         max_windows: a.chunks,
+        alibi_scaling: crate::common::parse_scaling(&a.alibi_scaling, a.alibi_train_len, &model)?,
     };
     let v = model.hparams.n_vocab;
     let hash = tokens.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &t| (h ^ t as u64).wrapping_mul(0x100_0000_01B3));

@@ -87,20 +87,6 @@ fn parse_bytes(s: &str) -> pocketlm_core::Result<u64> {
         .ok_or_else(|| Error::InvalidArgument(format!("--mem-budget: {s:?} is not a size like 3G or 1500M")))
 }
 
-fn parse_scaling(s: &str, train: usize) -> pocketlm_core::Result<AlibiScaling> {
-    match s {
-        "none" => Ok(AlibiScaling::None),
-        "dynamic" => Ok(AlibiScaling::Dynamic { train_seq_len: train }),
-        f if f.starts_with("fixed:") => f[6..]
-            .parse::<f32>()
-            .ok()
-            .filter(|v| *v > 0.0)
-            .map(AlibiScaling::Fixed)
-            .ok_or_else(|| Error::InvalidArgument(format!("--alibi-scaling {f}: expected fixed:FACTOR"))),
-        other => Err(Error::InvalidArgument(format!("--alibi-scaling {other:?}: use none, dynamic or fixed:FACTOR"))),
-    }
-}
-
 fn parse_ids(s: &str) -> pocketlm_core::Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
@@ -118,12 +104,11 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         a.prompt = std::fs::read_to_string(f).map_err(|e| Error::Io { path: f.clone(), source: e })?;
     }
     let model = Arc::new(Model::load(&a.model)?);
-    let train = a.alibi_train_len.unwrap_or(model.hparams.n_ctx_train);
     let sopts = SessionOptions {
         n_ctx: a.ctx_size,
         kv_type: KvType::parse(&a.cache_type)?,
         mem_budget: a.mem_budget.as_deref().map(parse_bytes).transpose()?,
-        alibi_scaling: parse_scaling(&a.alibi_scaling, train)?,
+        alibi_scaling: crate::common::parse_scaling(&a.alibi_scaling, a.alibi_train_len, &model)?,
         context_policy: a.keep.map_or(ContextPolicy::Stop, |keep| ContextPolicy::Shift { keep }),
         ..Default::default()
     };

@@ -1,36 +1,31 @@
-//! The `pocketlm` binary end to end on the tiny fixture: convert, info, run --ids.
+//! The `pocketlm` binary end to end on the vendored trained btlm-mini: convert (from its PyTorch
+//! checkpoint), info, run --ids, perplexity.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `POCKETLM_SHARED`, else the first `shared/` beside an ancestor of this crate.
-fn shared() -> PathBuf {
-    if let Some(d) = std::env::var_os("POCKETLM_SHARED") {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared"))
-        .find(|s| s.join("fixtures").is_dir())
-        .expect("no shared/fixtures found; set POCKETLM_SHARED")
+/// The repository's vendored test data (tests/fixtures): a clone needs nothing else.
+fn vendored() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("POCKETLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| shared().join("fixtures/btlm"))
+/// The trained btlm-mini as Cerebras ships BTLM (bf16 pytorch_model.bin, tokenizer files).
+fn mini() -> PathBuf {
+    vendored().join("btlm-mini/hf")
 }
 
 fn pocketlm(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pocketlm")).args(args).output().expect("run pocketlm")
 }
 
-/// Converts the tiny fixture to an f32 GGUF with the binary, in `dir`.
-fn convert_tiny(dir: &Path) -> PathBuf {
-    let out = dir.join("tiny.gguf");
-    let tok = shared().join("tokenizer/gpt2/tokenizer.json");
-    let tiny = fixtures().join("tiny");
-    let (t, o, k) = (tiny.to_str().unwrap(), out.to_str().unwrap(), tok.to_str().unwrap());
-    let run = pocketlm(&["convert", t, o, "--type", "f32", "--tokenizer", k]);
+/// Converts btlm-mini's PyTorch checkpoint to an f32 GGUF with the binary, in `dir`.
+fn convert_mini(dir: &Path) -> PathBuf {
+    let out = dir.join("btlm-mini.gguf");
+    let (m, o) = (mini(), out.to_str().unwrap().to_string());
+    let run = pocketlm(&["convert", m.to_str().unwrap(), &o, "--type", "f32"]);
     assert!(run.status.success(), "convert: {}", String::from_utf8_lossy(&run.stderr));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("pytorch_model.bin"), "the report names the weights read: {err}");
     out
 }
 
@@ -43,16 +38,16 @@ fn npy_i64(path: &Path) -> Vec<i64> {
 #[test]
 fn convert_info_and_greedy_run_by_ids() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = convert_tiny(tmp.path());
-    let tiny = fixtures().join("tiny");
+    let out = convert_mini(tmp.path());
+    let golden = vendored().join("btlm-mini/golden");
 
     let o = pocketlm(&["info", out.to_str().unwrap()]);
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert!(info.contains("blk.1.ffn_gate.weight") && info.contains("n_inner     170"), "{info}");
+    assert!(info.contains("blk.1.ffn_gate.weight") && info.contains("n_inner     682"), "{info}");
 
-    let prompt: Vec<String> = npy_i64(&tiny.join("input_ids.npy")).iter().map(|x| x.to_string()).collect();
-    let want: Vec<String> = npy_i64(&tiny.join("greedy_ids.npy")).iter().map(|x| x.to_string()).collect();
+    let prompt: Vec<String> = npy_i64(&golden.join("input_ids.npy")).iter().map(|x| x.to_string()).collect();
+    let want: Vec<String> = npy_i64(&golden.join("greedy_ids.npy")).iter().map(|x| x.to_string()).collect();
     let o = pocketlm(&[
         "run",
         "-m",
@@ -102,9 +97,9 @@ fn bad_input_is_a_clear_error_not_a_crash() {
 #[test]
 fn perplexity_kl_divergence_and_long_context_flags() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = convert_tiny(tmp.path());
+    let out = convert_mini(tmp.path());
     let m = out.to_str().unwrap();
-    let text = shared().join("text/books/austen_persuasion.txt");
+    let text = vendored().join("text/austen_persuasion.txt");
     let logits = tmp.path().join("ref.logits");
     let o = pocketlm(&[
         "perplexity",

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
-use crate::model::{Logits, Model};
+use crate::model::{AlibiScaling, Logits, Model};
 
 #[derive(Debug, Clone)]
 pub struct PerplexityOptions {
@@ -15,6 +15,10 @@ pub struct PerplexityOptions {
     pub kv_type: KvType,
     /// Stop after this many windows (0 = the whole text).
     pub max_windows: usize,
+    /// Position interpolation for a model that carries none (its own always wins, as in a
+    /// session). Dynamic interpolation sees K = n_ctx keys in every window, since the window
+    /// is one logical call.
+    pub alibi_scaling: AlibiScaling,
 }
 
 /// One scored prediction: the log-softmax over the vocabulary, and the token that followed.
@@ -38,7 +42,8 @@ impl PerplexityReport {
 
 /// Number of windows `tokens` yields under `o`.
 pub fn window_count(n_tokens: usize, o: &PerplexityOptions) -> usize {
-    if n_tokens < o.n_ctx {
+    // An invalid stride yields no windows here; `perplexity` reports it as an error.
+    if o.stride == 0 || n_tokens < o.n_ctx {
         return 0;
     }
     let all = (n_tokens - o.n_ctx) / o.stride + 1;
@@ -74,6 +79,10 @@ pub fn perplexity(
     let mut report = PerplexityReport::default();
     let first_scored = o.n_ctx - o.stride - 1; // window position whose logits predict the first scored token
     let mut lp = vec![0f32; v];
+    let scaling = match model.hparams.alibi_scaling {
+        AlibiScaling::None => o.alibi_scaling,
+        own => own,
+    };
     for w in 0..windows {
         let start = w * o.stride;
         let win = &tokens[start..start + o.n_ctx];
@@ -81,7 +90,7 @@ pub fn perplexity(
         for (c, chunk) in win.chunks(256).enumerate() {
             let c0 = c * 256;
             let want = if c0 + chunk.len() > first_scored { Logits::All } else { Logits::None };
-            let logits = model.forward(&mut cache, chunk, o.n_ctx, want, &|| false)?.unwrap_or_default();
+            let logits = model.forward_with(&mut cache, chunk, o.n_ctx, scaling, want, &|| false)?.unwrap_or_default();
             for (i, row) in logits.chunks_exact(v).enumerate() {
                 let p = c0 + i;
                 if p < first_scored || p + 1 >= o.n_ctx {

@@ -11,6 +11,7 @@ use pocketlm_tests::*;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
+use pocketlm_tests::torch_bin;
 use std::path::{Path, PathBuf};
 
 /// The vendored btlm-mini model's tensors (bf16 in its .bin, exact in f32) as
@@ -183,4 +184,131 @@ fn tied_head_is_accepted_and_refusals_name_the_tensor() {
     write_folder(&dir, &mini_config().replace("\"swiglu\"", "\"gelu_new\""), &base, Dtype::F32, 1);
     let err = convert_dir(&dir, &tmp.path().join("gelu.gguf")).unwrap_err().to_string();
     assert!(err.contains("activation_function") && err.contains("config.json"), "{err}");
+}
+
+/// btlm-mini's tensors with the tied head, in the order a state dict lists them.
+fn mini_state(dtype: torch_bin::Dtype) -> torch_bin::TorchBin {
+    let list: Vec<(String, Vec<usize>, Vec<f32>)> =
+        mini_tensors().into_iter().map(|(n, (shape, vals))| (n, shape, vals)).collect();
+    torch_bin::state_dict(&list, dtype, &[("lm_head.weight", "transformer.wte.weight")])
+}
+
+/// An HF folder named `btlm-mini` under `parent` (GGUF `general.name` comes from the folder, so
+/// equal names make equal files), with config and tokenizer files but no weights.
+fn mini_folder(parent: &Path) -> PathBuf {
+    let dir = parent.join("btlm-mini");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(primary().model_dir.join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+/// The vendored `pytorch_model.bin` (bf16, tied head) as Cerebras ships it, the same weights
+/// sharded the way transformers 4.30 does it (wte in shard 1, lm_head in shard 2 with its own
+/// copy), and f32 / bf16 `.bin` files against safetensors of the same values: every form gives
+/// a byte-identical GGUF.
+#[test]
+fn pytorch_checkpoints_single_sharded_f32_bf16_give_identical_gguf() {
+    use torch_bin::Dtype as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let convert_to = |dir: &Path, name: &str| {
+        let out = tmp.path().join(format!("{name}.gguf"));
+        convert_dir(dir, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        std::fs::read(out).unwrap()
+    };
+    // The vendored folder itself (with tokenizer.json) and the same weights with vocab/merges only.
+    let official = mini_folder(&tmp.path().join("official"));
+    std::fs::copy(primary().model_dir.join("pytorch_model.bin"), official.join("pytorch_model.bin")).unwrap();
+    let single = convert_to(&official, "single");
+    let with_fast = mini_folder(&tmp.path().join("fast"));
+    std::fs::copy(primary().model_dir.join("pytorch_model.bin"), with_fast.join("pytorch_model.bin")).unwrap();
+    std::fs::copy(primary().model_dir.join("tokenizer.json"), with_fast.join("tokenizer.json")).unwrap();
+    assert!(convert_to(&with_fast, "fast") == single, "tokenizer.json and vocab.json + merges.txt agree");
+
+    let sharded = mini_folder(&tmp.path().join("sharded"));
+    let state = mini_state(T::BF16);
+    let names: Vec<&str> = state.tensors.iter().map(|t| t.name.as_str()).collect();
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        names.iter().partition(|n| n.starts_with("transformer.wte") || n.contains(".h.0.") || n.contains(".h.1."));
+    torch_bin::write_sharded(&sharded, &state.split(&[&first, &second]).unwrap()).unwrap();
+    assert!(convert_to(&sharded, "sharded") == single, "sharded .bin gives the single file's GGUF");
+
+    for (dtype, st_dtype) in [(T::F32, Dtype::F32), (T::BF16, Dtype::BF16), (T::F16, Dtype::F16)] {
+        let bin = mini_folder(&tmp.path().join(format!("bin-{dtype:?}")));
+        mini_state(dtype).write(&bin.join("pytorch_model.bin")).unwrap();
+        let st = tmp.path().join(format!("st-{dtype:?}")).join("btlm-mini");
+        write_folder(&st, &mini_config(), &mini_tensors(), st_dtype, 1);
+        let (a, b) = (convert_to(&bin, &format!("bin-{dtype:?}")), convert_to(&st, &format!("st-{dtype:?}")));
+        assert!(a == b, "{dtype:?}: .bin and safetensors give the same GGUF");
+    }
+}
+
+#[test]
+fn safetensors_win_over_a_bin_beside_them_and_the_report_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("both");
+    write_folder(&dir, &mini_config(), &mini_tensors(), Dtype::BF16, 1);
+    // A .bin that could not convert: were it read, the conversion would fail.
+    std::fs::write(dir.join("pytorch_model.bin"), b"not a checkpoint").unwrap();
+    let opts = ConvertOptions {
+        model_dir: dir.clone(),
+        out: tmp.path().join("both.gguf"),
+        preset: Preset::F32,
+        tokenizer: None,
+        pad_inner_to: None,
+    };
+    let report = convert(&opts, &mut |_| {}).unwrap();
+    assert_eq!(report.weights, vec![dir.join("model.safetensors")]);
+    assert!(report.notes.iter().any(|n| n.contains("using the safetensors")), "{:?}", report.notes);
+}
+
+/// Hostile and broken .bin files: each refused with its own message naming the problem.
+#[test]
+fn broken_pytorch_checkpoints_are_refused_by_name() {
+    use torch_bin::Dtype as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let refuse = |what: &str, dir: &Path, needles: &[&str]| {
+        let out = tmp.path().join("refused.gguf");
+        let err = convert_dir(dir, &out).expect_err(what).to_string();
+        for n in needles {
+            assert!(err.contains(n), "{what}: {err:?} should mention {n:?}");
+        }
+        assert!(!out.exists(), "{what}: no output on failure");
+        println!("{what}: {err}");
+    };
+
+    let evil = mini_folder(&tmp.path().join("evil"));
+    let mut state = mini_state(T::BF16);
+    state.extra_globals.push(("os".into(), "system".into()));
+    state.write(&evil.join("pytorch_model.bin")).unwrap();
+    refuse("unknown global", &evil, &["os.system", "pytorch_model.bin", "refused"]);
+
+    let truncated = mini_folder(&tmp.path().join("truncated"));
+    let bytes = std::fs::read(primary().model_dir.join("pytorch_model.bin")).unwrap();
+    std::fs::write(truncated.join("pytorch_model.bin"), &bytes[..bytes.len() / 2]).unwrap();
+    refuse("truncated zip", &truncated, &["pytorch_model.bin", "cannot read the PyTorch checkpoint"]);
+
+    let short = mini_folder(&tmp.path().join("short"));
+    let mut state = mini_state(T::BF16);
+    let i = state.tensors.iter().find(|t| t.name == "transformer.h.1.mlp.c_proj.weight").unwrap().storage;
+    state.storages[i].1.truncate(1000);
+    // The pickle still declares the full element count; only the bytes are short.
+    let mut layout = state.layout();
+    layout.storages[i].numel = state.tensors.iter().find(|t| t.storage == i).unwrap().shape.iter().product();
+    layout.write_with(&short.join("pytorch_model.bin"), |k, out| out.write_all(&state.storages[k].1)).unwrap();
+    refuse("storage shorter than its tensor", &short, &["transformer.h.1.mlp.c_proj.weight"]);
+
+    let missing = mini_folder(&tmp.path().join("missing-shard"));
+    let state = mini_state(T::BF16);
+    let names: Vec<&str> = state.tensors.iter().map(|t| t.name.as_str()).collect();
+    let (a, b): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.contains(".h.0."));
+    torch_bin::write_sharded(&missing, &state.split(&[&a, &b]).unwrap()).unwrap();
+    std::fs::remove_file(missing.join("pytorch_model-00002-of-00002.bin")).unwrap();
+    refuse("index naming a missing shard", &missing, &["pytorch_model-00002-of-00002.bin", "index.json"]);
+
+    let no_tok = mini_folder(&tmp.path().join("no-tokenizer"));
+    std::fs::copy(primary().model_dir.join("pytorch_model.bin"), no_tok.join("pytorch_model.bin")).unwrap();
+    std::fs::remove_file(no_tok.join("merges.txt")).unwrap();
+    refuse("vocab.json without merges.txt", &no_tok, &["no tokenizer", "merges.txt"]);
 }
