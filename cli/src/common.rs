@@ -2,8 +2,8 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pocketlm_core::convert::Progress;
-use pocketlm_core::tokenizer::TokenizerSpec;
 use pocketlm_core::model::AlibiScaling;
+use pocketlm_core::tokenizer::TokenizerSpec;
 use pocketlm_core::{Error, Model};
 use std::path::Path;
 
@@ -51,12 +51,11 @@ pub fn parse_scaling(s: &str, train_len: Option<usize>, model: &Model) -> pocket
     match s {
         "none" => Ok(AlibiScaling::None),
         "dynamic" => Ok(AlibiScaling::Dynamic { train_seq_len: train }),
-        f if f.starts_with("fixed:") => f[6..]
-            .parse::<f32>()
-            .ok()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(AlibiScaling::Fixed)
-            .ok_or_else(|| Error::InvalidArgument(format!("--alibi-scaling {f}: expected fixed:FACTOR with a finite FACTOR > 0"))),
+        f if f.starts_with("fixed:") => {
+            f[6..].parse::<f32>().ok().filter(|v| v.is_finite() && *v > 0.0).map(AlibiScaling::Fixed).ok_or_else(|| {
+                Error::InvalidArgument(format!("--alibi-scaling {f}: expected fixed:FACTOR with a finite FACTOR > 0"))
+            })
+        }
         other => Err(Error::InvalidArgument(format!("--alibi-scaling {other:?}: use none, dynamic or fixed:FACTOR"))),
     }
 }

@@ -37,7 +37,21 @@ enum Cmd {
     Perplexity(perplexity_cmd::Args),
 }
 
+/// `pocketlm info M | head -1` must end quietly when the reader goes away, as Unix tools do.
+/// Rust ignores SIGPIPE, so a print to a closed pipe would panic; restore the default action
+/// (the process ends with the signal, no message). Only for commands that write to stdout and
+/// hold nothing that could be lost half-written: files are written to a temporary name and
+/// renamed, so a killed `convert` or `quantize` leaves no partial output under its real name.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to SIG_DFL at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     // llama.cpp spells the cache type `-ctk`, which clap would read as `-c tk`.
     let args = std::env::args().map(|a| if a == "-ctk" { "--cache-type".to_string() } else { a });
     let cli = Cli::parse_from(args);

@@ -1,4 +1,3 @@
-use pocketlm_core::model::AlibiScaling;
 use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{ContextPolicy, GenerateOptions, Session, SessionOptions};
 use pocketlm_core::{Error, KvType, Model};
@@ -88,9 +87,11 @@ fn parse_bytes(s: &str) -> pocketlm_core::Result<u64> {
 }
 
 fn parse_ids(s: &str) -> pocketlm_core::Result<Vec<u32>> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     s.split(',')
         .map(str::trim)
-        .filter(|t| !t.is_empty())
         .map(|t| t.parse::<u32>().map_err(|_| Error::InvalidArgument(format!("--ids: {t:?} is not a token id"))))
         .collect()
 }

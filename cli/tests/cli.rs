@@ -41,6 +41,17 @@ fn convert_info_and_greedy_run_by_ids() {
     let out = convert_mini(tmp.path());
     let golden = vendored().join("btlm-mini/golden");
 
+    // A reader that goes away (`| head -1`) ends the program quietly, not with a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocketlm"))
+        .args(["info", out.to_str().unwrap(), "--metadata"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&done.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&done.stderr));
+
     let o = pocketlm(&["info", out.to_str().unwrap()]);
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
@@ -92,6 +103,27 @@ fn bad_input_is_a_clear_error_not_a_crash() {
 
     let o = pocketlm(&["run", "-m", bogus.to_str().unwrap(), "--ids", "-p", "1,x"]);
     assert_eq!(o.status.code(), Some(1));
+
+    // Options out of range are typed errors naming the option (issue 12: these panicked or hung).
+    let model = convert_mini(tmp.path());
+    let m = model.to_str().unwrap();
+    let text = vendored().join("text/austen_persuasion.txt");
+    let t = text.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["run", "-m", m, "-p", "Hi", "-c", "32", "-n", "100", "--keep", "18446744073709551615"], "keep"),
+        (vec!["run", "-m", m, "-p", "Hi", "-t", "100000"], "threads"),
+        (vec!["run", "-m", m, "-p", "Hi", "--alibi-scaling", "fixed:inf"], "fixed:FACTOR"),
+        (vec!["run", "-m", m, "-p", "Hi", "--alibi-scaling", "dynamic", "--alibi-train-len", "0"], "alibi-train-len"),
+        (vec!["run", "-m", m, "--ids", "-p", "1,,2"], "\"\" is not a token id"),
+        (vec!["perplexity", "-m", m, "-f", t, "-c", "0"], "stride"),
+        (vec!["perplexity", "-m", m, "-f", t, "-c", "1"], "stride"),
+        (vec!["perplexity", "-m", m, "-f", t, "-c", "64", "--stride", "0"], "stride"),
+    ] {
+        let o = pocketlm(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -171,6 +171,15 @@ impl Session {
     }
 
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Self> {
+        if let ContextPolicy::Shift { keep } = opts.context_policy {
+            // A shift must leave room for at least one token after the kept head.
+            if keep >= opts.n_ctx.saturating_sub(1) {
+                return Err(Error::InvalidArgument(format!(
+                    "keep {keep}: the tokens kept on a context shift must be fewer than the context size {} minus one",
+                    opts.n_ctx
+                )));
+            }
+        }
         if let Some(budget) = opts.mem_budget {
             let m = Self::memory_needed(&model, opts);
             if m.total() > budget {
@@ -241,7 +250,7 @@ impl Session {
         let n_ctx = self.cache.n_ctx();
         while self.cache.len() + n > n_ctx {
             let len = self.cache.len();
-            if len <= keep + 1 {
+            if len <= keep.saturating_add(1) {
                 return false;
             }
             let drop = ((len - keep) / 2).max(1);

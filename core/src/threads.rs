@@ -48,10 +48,22 @@ pub fn performance_cores(sys: &Path, logical: usize) -> Option<usize> {
     Some(freqs.values().filter(|&&f| f > slowest).count())
 }
 
+/// Most threads [`pool`] starts per logical CPU.
+pub const MAX_THREADS_PER_CPU: usize = 4;
+
 /// A rayon pool of `n` threads (0 = [`default_threads`]), for running the engine with a set
 /// count.
 pub fn pool(n: usize) -> Result<rayon::ThreadPool, crate::Error> {
     let n = if n == 0 { default_threads() } else { n };
+    // Matmuls split rows evenly over threads: past a few per CPU they only add wake-ups (and
+    // an absurd count would spend minutes creating threads), so refuse rather than hang.
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let max = MAX_THREADS_PER_CPU * logical;
+    if n > max {
+        return Err(crate::Error::InvalidArgument(format!(
+            "{n} threads: at most {max} ({MAX_THREADS_PER_CPU} per CPU on this machine's {logical})"
+        )));
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("pocketlm-{i}"))

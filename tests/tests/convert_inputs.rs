@@ -7,11 +7,11 @@ use half::{bf16, f16};
 use pocketlm_core::convert::{convert, Checkpoint, ConvertOptions, Preset};
 use pocketlm_core::gguf::GgufFile;
 use pocketlm_core::Model;
+use pocketlm_tests::torch_bin;
 use pocketlm_tests::*;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
-use pocketlm_tests::torch_bin;
 use std::path::{Path, PathBuf};
 
 /// The vendored btlm-mini model's tensors (bf16 in its .bin, exact in f32) as

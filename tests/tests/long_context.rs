@@ -180,7 +180,11 @@ fn save_and_restore_continue_bit_identically() {
         std::fs::copy(f.path(), other_dir.join(f.file_name())).unwrap();
     }
     let cfg = std::fs::read_to_string(other_dir.join("config.json")).unwrap();
-    std::fs::write(other_dir.join("config.json"), cfg.replace("\"mup_output_alpha\": 2.22", "\"mup_output_alpha\": 2.5")).unwrap();
+    std::fs::write(
+        other_dir.join("config.json"),
+        cfg.replace("\"mup_output_alpha\": 2.22", "\"mup_output_alpha\": 2.5"),
+    )
+    .unwrap();
     let other = load(&Fixture { name: "other".into(), model_dir: other_dir, ..primary() }, tmp.path());
     let e = Session::new(other, &opts(128, KvType::F16)).unwrap().restore(&file).unwrap_err().to_string();
     assert!(e.contains("different model"), "{e}");

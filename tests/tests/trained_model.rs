@@ -117,7 +117,9 @@ fn f32_reproduces_reference_perplexities_and_the_interpolation_study() {
         at("n_ctx1024_stride256_max40", "dynamic_train_seq_len256"),
         "K = 1024 keys in every window: dynamic is exactly factor 4"
     );
-    assert!(at("n_ctx2048_stride256_max20", "dynamic_train_seq_len256") > 1.1 * at("n_ctx2048_stride256_max20", "none"));
+    assert!(
+        at("n_ctx2048_stride256_max20", "dynamic_train_seq_len256") > 1.1 * at("n_ctx2048_stride256_max20", "none")
+    );
 }
 
 /// Scored predictions of one configuration: log-probabilities as f16 (the reference's), or
@@ -197,8 +199,19 @@ fn quality_table_of_weight_formats_and_kv_caches_on_trained_weights() {
         bits as f64 / n as f64
     };
     println!("btlm-mini, austen_persuasion.txt (held out), n_ctx 256, stride 128, 64 windows = {} tokens", base.scored);
-    println!("{:<22} {:>6} {:>10} {:>9} {:>12} {:>8}", "weights / KV cache", "bpw", "perplexity", "d ppl", "mean KL", "top-1");
-    println!("{:<22} {:>6.2} {:>10.3} {:>9} {:>12} {:>8}", "f32 / f32 (reference)", 32.0, base.perplexity(), "", "", "");
+    println!(
+        "{:<22} {:>6} {:>10} {:>9} {:>12} {:>8}",
+        "weights / KV cache", "bpw", "perplexity", "d ppl", "mean KL", "top-1"
+    );
+    println!(
+        "{:<22} {:>6.2} {:>10.3} {:>9} {:>12} {:>8}",
+        "f32 / f32 (reference)",
+        32.0,
+        base.perplexity(),
+        "",
+        "",
+        ""
+    );
     let mut rows = Vec::new();
     for preset in [Preset::F16, Preset::Q8_0, Preset::Q4KM, Preset::Q4K, Preset::Q4_0] {
         let path = convert_fixture(&fixture, preset, None, tmp.path());

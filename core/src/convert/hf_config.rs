@@ -198,6 +198,70 @@ mod tests {
         assert_eq!(plain.hparams.qk_scale, 0.25);
     }
 
+    /// cerebras/btlm-3b-8k-base's config.json as published (main, commit eb4f0e4): no
+    /// alibi_scaling, no tie_word_embeddings, mup_output_alpha with its float noise.
+    const PUBLISHED_BASE: &str = r#"{
+      "_name_or_path": "cerebras/btlm-3b-8k-base",
+      "activation_function": "swiglu",
+      "architectures": ["BTLMLMHeadModel"],
+      "attn_pdrop": 0.0,
+      "auto_map": {"AutoConfig": "configuration_btlm.BTLMConfig", "AutoModel": "modeling_btlm.BTLMModel",
+                   "AutoModelForCausalLM": "modeling_btlm.BTLMLMHeadModel"},
+      "bos_token_id": 50256,
+      "embd_pdrop": 0.0,
+      "eos_token_id": 50256,
+      "initializer_range": 0.073,
+      "layer_norm_epsilon": 1e-05,
+      "model_type": "btlm",
+      "mup_embeddings_scale": 14.6,
+      "mup_output_alpha": 2.2200000000000003,
+      "mup_scale_qk_dot_by_d": true,
+      "mup_width_scale": 0.1,
+      "n_embd": 2560,
+      "n_head": 32,
+      "n_inner": 6826,
+      "n_layer": 32,
+      "n_positions": 8192,
+      "position_embedding_type": "alibi",
+      "reorder_and_upcast_attn": false,
+      "resid_pdrop": 0.0,
+      "scale_attn_by_inverse_layer_idx": false,
+      "scale_attn_weights": true,
+      "torch_dtype": "bfloat16",
+      "transformers_version": "4.30.0",
+      "use_cache": true,
+      "vocab_size": 50257
+    }"#;
+
+    #[test]
+    fn the_published_base_config_converts_as_is() {
+        let c = parse_config(PUBLISHED_BASE).unwrap();
+        let h = &c.hparams;
+        assert_eq!(
+            (h.n_embd, h.n_layer, h.n_head, h.n_inner, h.n_vocab, h.n_ctx_train),
+            (2560, 32, 32, 6826, 50257, 8192)
+        );
+        assert_eq!(h.emb_scale, 14.6);
+        let alpha: f64 = "2.2200000000000003".parse().unwrap();
+        assert_eq!(h.out_scale, (alpha * 0.1) as f32);
+        assert_eq!(h.qk_scale, 1.0 / 80.0, "mup_scale_qk_dot_by_d: 1/d, d = 80");
+        assert_eq!(h.alibi_scaling, AlibiScaling::None);
+        assert_eq!((c.bos_token_id, c.eos_token_id), (Some(50256), Some(50256)));
+        assert_eq!(h.name, "cerebras/btlm-3b-8k-base");
+        // The first published revision's spellings (6317e26): the same model.
+        let old = PUBLISHED_BASE
+            .replace("\"mup_embeddings_scale\"", "\"embeddings_scale\"")
+            .replace("\"mup_output_alpha\": 2.2200000000000003,", "\"output_logits_scale\": 0.222,")
+            .replace("\"mup_scale_qk_dot_by_d\"", "\"scale_qk_dot_by_d\"")
+            .replace("\"mup_width_scale\"", "\"width_scale\"");
+        let o = parse_config(&old).unwrap().hparams;
+        assert_eq!((o.emb_scale, o.qk_scale), (h.emb_scale, h.qk_scale));
+        assert!((o.out_scale - h.out_scale).abs() < 1e-7, "{} vs {}", o.out_scale, h.out_scale);
+        // The chat model writes "alibi_scaling": null explicitly.
+        let chat = PUBLISHED_BASE.replace("\"use_cache\"", "\"alibi_scaling\": null, \"use_cache\"");
+        assert_eq!(parse_config(&chat).unwrap().hparams.alibi_scaling, AlibiScaling::None);
+    }
+
     #[test]
     fn alibi_scaling_forms() {
         let f = cfg(r#","alibi_scaling":{"type":"linear","factor":2.0}"#).unwrap();

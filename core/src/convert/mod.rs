@@ -72,7 +72,11 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
     if spec.tokens.len() != hp.n_vocab {
         return Err(ConvertError::ConfigKey {
             key: "vocab_size".into(),
-            why: format!("config says {} but the tokenizer ({tokenizer_source}) has {} tokens", hp.n_vocab, spec.tokens.len()),
+            why: format!(
+                "config says {} but the tokenizer ({tokenizer_source}) has {} tokens",
+                hp.n_vocab,
+                spec.tokens.len()
+            ),
         }
         .into());
     }
@@ -174,13 +178,11 @@ fn check_checkpoint_names(ckpt: &Checkpoint, sources: &[Source], prefix: &str) -
     }
     // A tied head is stored twice in sharded saves and once, sharing wte's storage, in single
     // files; either way it must equal the embedding.
-    if ckpt.shape("lm_head.weight").is_some() {
-        if !ckpt.same_data("lm_head.weight", &format!("{prefix}wte.weight"))? {
-            return Err(ConvertError::UnknownTensor(
-                "lm_head.weight (differs from wte: untied heads are not supported)".into(),
-            )
-            .into());
-        }
+    if ckpt.shape("lm_head.weight").is_some() && !ckpt.same_data("lm_head.weight", &format!("{prefix}wte.weight"))? {
+        return Err(ConvertError::UnknownTensor(
+            "lm_head.weight (differs from wte: untied heads are not supported)".into(),
+        )
+        .into());
     }
     Ok(())
 }

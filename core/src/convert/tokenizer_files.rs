@@ -25,9 +25,8 @@ pub(super) fn load(dir: &Path, explicit: Option<&Path>, cfg: &HfConfig) -> Resul
         }
         None => return Err(ConvertError::NoTokenizer(dir.to_path_buf()).into()),
     };
-    let by_name = |name: &Option<String>| {
-        name.as_ref().and_then(|n| spec.tokens.iter().position(|t| t == n)).map(|i| i as u32)
-    };
+    let by_name =
+        |name: &Option<String>| name.as_ref().and_then(|n| spec.tokens.iter().position(|t| t == n)).map(|i| i as u32);
     let bos = cfg.bos_token_id.or_else(|| by_name(&named.bos));
     let eos = cfg.eos_token_id.or_else(|| by_name(&named.eos));
     spec.bos_id = bos.or(spec.bos_id);

@@ -14,11 +14,10 @@ fn index_err(path: &Path, why: impl Into<String>) -> Error {
 /// index cannot make the converter read outside the model folder.
 pub(super) fn read_index(path: &Path) -> Result<Vec<(PathBuf, Vec<String>)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| index_err(path, format!("not valid JSON: {e}")))?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| index_err(path, "no \"weight_map\" object"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| index_err(path, format!("not valid JSON: {e}")))?;
+    let map =
+        v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| index_err(path, "no \"weight_map\" object"))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, f) in map {

@@ -28,8 +28,8 @@ fn pt_err(path: &Path, why: impl Into<String>) -> Error {
 impl PytorchShard {
     pub(super) fn open(path: &Path) -> Result<Self> {
         std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let reader = PytorchReader::new(path)
-            .map_err(|e| pt_err(path, format!("cannot read the PyTorch checkpoint: {e}")))?;
+        let reader =
+            PytorchReader::new(path).map_err(|e| pt_err(path, format!("cannot read the PyTorch checkpoint: {e}")))?;
         let root = PytorchReader::read_pickle_data(path, None)
             .map_err(|e| pt_err(path, format!("cannot read the PyTorch checkpoint: {e}")))?;
         if let Some((key, global)) = foreign_global(&root, "") {
@@ -77,7 +77,9 @@ fn foreign_global(v: &PickleValue, key: &str) -> Option<(String, String)> {
                 foreign_global(&map[k], &sub)
             })
         }
-        PickleValue::List(items) => items.iter().enumerate().find_map(|(i, x)| foreign_global(x, &format!("{key}[{i}]"))),
+        PickleValue::List(items) => {
+            items.iter().enumerate().find_map(|(i, x)| foreign_global(x, &format!("{key}[{i}]")))
+        }
         _ => None,
     }
 }
