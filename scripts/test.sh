@@ -41,9 +41,10 @@ fi
 
 echo "== Rust tests"
 t0=$SECONDS
-# --no-fail-fast runs every test binary; cargo's own exit status is what decides, so a binary
+# --no-fail-fast runs every test binary (--nocapture: the tables and "skipped:" notes reach the
+# log); cargo's own exit status is what decides, so a binary
 # that crashes (segfault, abort) turns the run red even though it printed no "failed" line.
-cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log
+cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/rust-tests.log
 status=${PIPESTATUS[0]}
 p=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
 f=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')

@@ -21,7 +21,7 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
         file.file_size() as f64 / (1 << 20) as f64,
         h.version
     );
-    println!("name        {}", hp.name);
+    println!("name        {}", printable(&hp.name));
     println!("layers      {}", hp.n_layer);
     println!("n_embd      {}  ({} heads of {})", hp.n_embd, hp.n_head, hp.head_dim());
     println!("n_inner     {} (stored {})", hp.n_inner_original, hp.n_inner);
@@ -31,7 +31,7 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     if a.metadata {
         println!("\nmetadata:");
         for (k, v) in &h.metadata {
-            println!("  {k:<45} {}", v.summary());
+            println!("  {:<45} {}", printable(k), printable(&v.summary()));
         }
     }
     println!("\n{:<28} {:>6} {:>20} {:>12}", "tensor", "type", "shape", "bytes");
@@ -39,7 +39,7 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
     let mut params = 0u64;
     for t in &h.tensors {
         let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
-        println!("{:<28} {:>6} {:>20} {:>12}", t.name, t.ty.name(), dims.join(" x "), t.n_bytes);
+        println!("{:<28} {:>6} {:>20} {:>12}", printable(&t.name), t.ty.name(), dims.join(" x "), t.n_bytes);
         total += t.n_bytes;
         params += t.n_elements();
     }
@@ -51,4 +51,10 @@ pub fn run(a: Args) -> pocketlm_core::Result<()> {
         total as f64 * 8.0 / params.max(1) as f64
     );
     Ok(())
+}
+
+/// Strings from the file as they may be shown on a terminal: control characters (escape
+/// sequences, newlines that would forge lines) are printed escaped, as Rust's `{:?}` would.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }

@@ -2,6 +2,7 @@
 //! runs the forward pass, samples, and drives generation sessions. No FFI and no CLI here:
 //! the `pocketlm` binary and the uniffi bindings are thin layers over this crate.
 
+pub mod atomic_file;
 pub mod convert;
 pub mod error;
 pub mod gguf;

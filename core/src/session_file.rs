@@ -74,9 +74,7 @@ impl Session {
         b.extend_from_slice(&kv);
         let sum = fnv(&b, FNV_SEED);
         b.extend_from_slice(&sum.to_le_bytes());
-        let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, &b).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::atomic_file::write_atomic(path, |w| w.write_all(&b).map_err(|e| Error::io(path, e)))
     }
 
     /// Replaces this session's conversation with the one saved in `path`. On any error the

@@ -4,7 +4,7 @@
 //! offending key or tensor.
 
 use half::{bf16, f16};
-use pocketlm_core::convert::{convert, Checkpoint, ConvertOptions, Preset};
+use pocketlm_core::convert::{convert, parse_config, Checkpoint, ConvertOptions, Preset};
 use pocketlm_core::gguf::GgufFile;
 use pocketlm_core::Model;
 use pocketlm_tests::torch_bin;
@@ -311,4 +311,33 @@ fn broken_pytorch_checkpoints_are_refused_by_name() {
     std::fs::copy(primary().model_dir.join("pytorch_model.bin"), no_tok.join("pytorch_model.bin")).unwrap();
     std::fs::remove_file(no_tok.join("merges.txt")).unwrap();
     refuse("vocab.json without merges.txt", &no_tok, &["no tokenizer", "merges.txt"]);
+}
+
+/// cerebras/btlm-3b-8k-base's config.json exactly as published (tests/fixtures): no
+/// alibi_scaling, no tie_word_embeddings, mup_output_alpha with its float noise; and the first
+/// revision's spellings give the same model.
+#[test]
+fn the_published_base_config_converts_as_is() {
+    let published = std::fs::read_to_string(vendored_dir().join("btlm-3b-8k-base/config.json")).unwrap();
+    let c = parse_config(&published).unwrap();
+    let h = &c.hparams;
+    assert_eq!((h.n_embd, h.n_layer, h.n_head, h.n_inner, h.n_vocab, h.n_ctx_train), (2560, 32, 32, 6826, 50257, 8192));
+    assert_eq!(h.emb_scale, 14.6);
+    let alpha: f64 = "2.2200000000000003".parse().unwrap();
+    assert_eq!(h.out_scale, (alpha * 0.1) as f32);
+    assert_eq!(h.qk_scale, 1.0 / 80.0, "mup_scale_qk_dot_by_d: 1/d, d = 80");
+    assert_eq!(h.alibi_scaling, pocketlm_core::model::AlibiScaling::None);
+    assert_eq!((c.bos_token_id, c.eos_token_id), (Some(50256), Some(50256)));
+    // The first published revision's spellings (6317e26): the same model.
+    let old = published
+        .replace("\"mup_embeddings_scale\"", "\"embeddings_scale\"")
+        .replace("\"mup_output_alpha\": 2.2200000000000003,", "\"output_logits_scale\": 0.222,")
+        .replace("\"mup_scale_qk_dot_by_d\"", "\"scale_qk_dot_by_d\"")
+        .replace("\"mup_width_scale\"", "\"width_scale\"");
+    let o = parse_config(&old).unwrap().hparams;
+    assert_eq!((o.emb_scale, o.qk_scale), (h.emb_scale, h.qk_scale));
+    assert!((o.out_scale - h.out_scale).abs() < 1e-7, "{} vs {}", o.out_scale, h.out_scale);
+    // The chat model writes "alibi_scaling": null explicitly.
+    let chat = published.replace("\"use_cache\"", "\"alibi_scaling\": null, \"use_cache\"");
+    assert_eq!(parse_config(&chat).unwrap().hparams.alibi_scaling, pocketlm_core::model::AlibiScaling::None);
 }

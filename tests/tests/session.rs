@@ -165,3 +165,52 @@ fn sampling_is_reproducible_with_a_seed() {
     assert_ne!(run(1), run(2));
     assert_ne!(run(1), g.greedy_ids[..12].to_vec());
 }
+
+/// Saves racing on one path, or on two names in one folder (`chat.a`, `chat.b` once shared the
+/// temporary file `chat.partial`): every save goes through its own temporary file and a rename,
+/// so whatever is on disk always restores, and each of two files holds what its writer saved.
+#[test]
+fn concurrent_saves_never_corrupt_or_mix_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load(&primary(), tmp.path());
+    let g = golden(&primary());
+    let make = |n: usize| {
+        let mut s = Session::new(model.clone(), &SessionOptions { n_ctx: 128, ..Default::default() }).unwrap();
+        s.prefill(&g.input_ids[..n]).unwrap();
+        s
+    };
+    let shared = tmp.path().join("chat.plms");
+    let (a, b) = (tmp.path().join("chat.a"), tmp.path().join("chat.b"));
+    std::thread::scope(|scope| {
+        for n in [10, 20] {
+            let (shared, own) = (&shared, if n == 10 { &a } else { &b });
+            let s = make(n);
+            scope.spawn(move || {
+                for _ in 0..30 {
+                    s.save(shared).unwrap();
+                    s.save(own).unwrap();
+                }
+            });
+        }
+        scope.spawn(|| {
+            for _ in 0..60 {
+                if shared.exists() {
+                    let mut r = make(1);
+                    r.restore(&shared).expect("the file on disk is always a whole session");
+                    assert!(matches!(r.tokens().len(), 10 | 20));
+                }
+            }
+        });
+    });
+    for (path, n) in [(&a, 10), (&b, 20)] {
+        let mut r = make(1);
+        r.restore(path).unwrap();
+        assert_eq!(r.tokens(), &g.input_ids[..n], "{}", path.display());
+    }
+    let stray: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(stray.is_empty(), "temporary files left: {stray:?}");
+}

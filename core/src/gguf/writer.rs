@@ -5,9 +5,8 @@
 use super::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use super::types::{GgmlType, MetaValue};
 use crate::error::{Error, Result};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 /// A tensor to be written: its header entry. Data comes later, in the same order.
 #[derive(Debug, Clone)]
@@ -61,11 +60,9 @@ pub fn write_gguf(
     tensors: &[TensorPlan],
     mut fill: impl FnMut(usize, &mut dyn Write) -> Result<()>,
 ) -> Result<()> {
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
-    let result = (|| -> Result<()> {
-        let io = |e| Error::io(&partial, e);
-        let file = File::create(&partial).map_err(io)?;
-        let mut w = CountingWriter { inner: BufWriter::with_capacity(1 << 20, file), written: 0 };
+    crate::atomic_file::write_atomic(path, |sink| {
+        let io = |e| Error::io(path, e);
+        let mut w = CountingWriter { inner: sink, written: 0 };
         let alignment = DEFAULT_ALIGNMENT;
 
         w.write_all(&GGUF_MAGIC).map_err(io)?;
@@ -105,30 +102,21 @@ pub fn write_gguf(
             pad_to(&mut w, alignment).map_err(io)?;
         }
         debug_assert_eq!(w.written - data_start, offset);
-        let file = w.inner.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
         Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&partial, path).map_err(|e| Error::io(path, e)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    })
 }
 
-fn pad_to(w: &mut CountingWriter, alignment: u64) -> std::io::Result<()> {
+fn pad_to(w: &mut CountingWriter<'_>, alignment: u64) -> std::io::Result<()> {
     let pad = w.written.div_ceil(alignment) * alignment - w.written;
     w.write_all(&vec![0u8; pad as usize])
 }
 
-struct CountingWriter {
-    inner: BufWriter<File>,
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
     written: u64,
 }
 
-impl Write for CountingWriter {
+impl Write for CountingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.written += n as u64;

@@ -12,42 +12,8 @@ use std::process::ExitCode;
 /// The published `config.json` of cerebras/btlm-3b-8k-base, key for key: no `alibi_scaling` and
 /// no `tie_word_embeddings` (so the head is tied by transformers' default), and
 /// `mup_output_alpha` as the float Python printed.
-const CONFIG: &str = r#"{
-  "activation_function": "swiglu",
-  "architectures": [
-    "BTLMLMHeadModel"
-  ],
-  "attn_pdrop": 0.0,
-  "auto_map": {
-    "AutoConfig": "configuration_btlm.BTLMConfig",
-    "AutoModelForCausalLM": "modeling_btlm.BTLMLMHeadModel"
-  },
-  "bos_token_id": 50256,
-  "embd_pdrop": 0.0,
-  "eos_token_id": 50256,
-  "initializer_range": 0.073,
-  "layer_norm_epsilon": 1e-05,
-  "model_type": "btlm",
-  "mup_embeddings_scale": 14.6,
-  "mup_output_alpha": 2.2200000000000003,
-  "mup_scale_qk_dot_by_d": true,
-  "mup_width_scale": 0.1,
-  "n_embd": 2560,
-  "n_head": 32,
-  "n_inner": 6826,
-  "n_layer": 32,
-  "n_positions": 8192,
-  "position_embedding_type": "alibi",
-  "reorder_and_upcast_attn": false,
-  "resid_pdrop": 0.0,
-  "scale_attn_by_inverse_layer_idx": false,
-  "scale_attn_weights": true,
-  "torch_dtype": "bfloat16",
-  "transformers_version": "4.30.0",
-  "use_cache": true,
-  "vocab_size": 50257
-}
-"#;
+/// cerebras/btlm-3b-8k-base's config.json as published (shared/docs/btlm-spec.md §1).
+const CONFIG: &str = include_str!("../../fixtures/btlm-3b-8k-base/config.json");
 
 /// Fixed, so that two runs write the same file.
 const SEED: u64 = 0x5eed_b71a;

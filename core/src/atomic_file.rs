@@ -1,0 +1,67 @@
+//! Writing a file so that readers only ever see the old contents or the complete new ones.
+//!
+//! Models, sessions and saved logits are written to a uniquely named temporary file in the
+//! destination's directory (so two writers of the same path, or of `chat.a` and `chat.b`,
+//! never share one), flushed to disk, and renamed over the destination, which is atomic on
+//! POSIX file systems. On any error the temporary file is removed and the destination is left
+//! as it was; a process killed mid-write leaves at worst a stray `.NAME.*.partial` file, never
+//! a truncated destination.
+
+use crate::error::{Error, Result};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Writes `path` atomically: `fill` writes the whole contents into the given writer.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::io(path, std::io::Error::other("is a directory, not a file name")));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let io = |e| Error::io(tmp.path(), e);
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        fill(&mut w)?;
+        w.flush().map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    // The rename itself is durable once the directory is synced (Linux; elsewhere best effort).
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        std::fs::write(&p, b"old").unwrap();
+        let e = write_atomic(&p, |w: &mut dyn Write| {
+            w.write_all(b"half").unwrap();
+            Err(Error::InvalidArgument("stop".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old", "a failed write leaves the old file");
+        write_atomic(&p, |w| w.write_all(b"new").map_err(|e| Error::io("x", e))).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+        let e = write_atomic(dir.path(), |_| Ok(())).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+    }
+}
