@@ -49,7 +49,7 @@ impl From<CoreError> for PocketLmError {
             CoreError::Gguf { .. } | CoreError::Tokenizer(_) | CoreError::Convert(_) => {
                 PocketLmError::InvalidModel { message }
             }
-            CoreError::OverBudget { .. } => PocketLmError::OutOfMemory { message },
+            CoreError::OverBudget { .. } | CoreError::OutOfMemory { .. } => PocketLmError::OutOfMemory { message },
             CoreError::ContextFull { .. } => PocketLmError::ContextFull { message },
             CoreError::SessionFile { .. } => PocketLmError::InvalidArgument { message },
             CoreError::InvalidArgument(_) | CoreError::TokenOutOfRange { .. } => {

@@ -98,6 +98,8 @@ pub enum Error {
     SessionFile { path: PathBuf, why: String },
     #[error("context is full: {used} of {n_ctx} tokens used, {requested} more requested")]
     ContextFull { n_ctx: usize, used: usize, requested: usize },
+    #[error("out of memory: the {what} needs {bytes} bytes{}", available.map(|a| format!(", but only {a} bytes are available")).unwrap_or_default())]
+    OutOfMemory { what: String, bytes: u64, available: Option<u64> },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("token id {id} is outside the vocabulary (size {vocab})")]

@@ -1,4 +1,4 @@
-//! How many worker threads to use by default.
+//! How many worker threads to use by default, and how much memory the machine has.
 //!
 //! Matmuls are split evenly across threads, so one slow thread sets the pace: on big.LITTLE
 //! phones, work handed to an efficiency core makes everything wait for it. The default is
@@ -69,6 +69,15 @@ pub fn pool(n: usize) -> Result<rayon::ThreadPool, crate::Error> {
         .thread_name(|i| format!("pocketlm-{i}"))
         .build()
         .map_err(|e| crate::Error::InvalidArgument(format!("cannot start {n} threads: {e}")))
+}
+
+/// Memory the system can give this process now (Linux/Android `MemAvailable`), in bytes;
+/// `None` where the platform does not say (the caller then does not cap).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 #[cfg(test)]

@@ -43,14 +43,15 @@ impl KvType {
     /// Positions allocated for a context of `n_ctx` (q4 stores whole 16-position tiles).
     pub(crate) fn padded_rows(self, n_ctx: usize) -> usize {
         match self {
-            KvType::Q4 => n_ctx.div_ceil(kv_q4::TILE_ROWS) * kv_q4::TILE_ROWS,
+            KvType::Q4 => n_ctx.div_ceil(kv_q4::TILE_ROWS).saturating_mul(kv_q4::TILE_ROWS),
             _ => n_ctx,
         }
     }
 
     /// Bytes of one head's keys (or values) for `n` positions, as stored and as saved.
     pub fn bytes_for(self, n: usize, head_dim: usize) -> u64 {
-        self.padded_rows(n) as u64 * self.row_bytes(head_dim)
+        // Saturating: a context no machine holds must still give a size to refuse, not wrap.
+        (self.padded_rows(n) as u64).saturating_mul(self.row_bytes(head_dim))
     }
 
     /// Factor on stored key norms for the attention cut-off's score bound: covers float
@@ -110,7 +111,7 @@ pub struct KvCache {
 impl KvCache {
     /// Bytes a cache of `n_ctx` tokens needs for this model.
     pub fn bytes_needed(hp: &HParams, n_ctx: usize, ty: KvType) -> u64 {
-        2 * (hp.n_layer * hp.n_head) as u64 * ty.bytes_for(n_ctx, hp.head_dim())
+        (2 * (hp.n_layer * hp.n_head) as u64).saturating_mul(ty.bytes_for(n_ctx, hp.head_dim()))
     }
 
     /// Bytes one more token of context costs (without q4's padding to whole tiles): what
@@ -138,18 +139,28 @@ impl KvCache {
             }
         }
         let slots = hp.n_layer * hp.n_head;
-        ty.padded_rows(n_ctx)
-            .checked_mul(hp.n_layer * hp.n_embd)
-            .filter(|&n| (n as u64) < (1u64 << 40))
-            .ok_or_else(|| Error::InvalidArgument(format!("context size {n_ctx} is too large")))?;
+        ty.padded_rows(n_ctx).checked_mul(hp.n_layer * hp.n_embd).filter(|&n| (n as u64) < (1u64 << 40)).ok_or_else(
+            || Error::InvalidArgument(format!("context size {n_ctx} is too large ({needed} bytes of KV cache)")),
+        )?;
+        // Always on, budget or not: a cache the machine cannot hold would be killed by the OS
+        // (or abort) when its pages are first touched, long after this call succeeded.
+        if let Some(available) = crate::threads::available_memory() {
+            if needed > available {
+                return Err(Error::OutOfMemory {
+                    what: format!("{} KV cache for {n_ctx} tokens", ty.name()),
+                    bytes: needed,
+                    available: Some(available),
+                });
+            }
+        }
         Ok(KvCache {
             ty,
             n_ctx,
             n_layer: hp.n_layer,
             n_head: hp.n_head,
             head_dim: d,
-            k: Store::new(ty, Kind::Keys, slots, n_ctx, d),
-            v: Store::new(ty, Kind::Values, slots, n_ctx, d),
+            k: Store::new(ty, Kind::Keys, slots, n_ctx, d)?,
+            v: Store::new(ty, Kind::Values, slots, n_ctx, d)?,
             k_norm_max: vec![0.0; slots],
             len: 0,
         })

@@ -5,13 +5,19 @@
 
 use super::rows::HeadRows;
 use super::KvType;
+use crate::error::{Error, Result};
 use crate::kernels::kv_q4::{self, Kind, TILE_ROWS};
 use half::f16;
 
 /// Zeroed storage through `alloc_zeroed`, so untouched pages cost no resident memory
-/// (`vec![f16::ZERO; n]` would write every element).
-fn zeroed<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {
-    bytemuck::allocation::zeroed_vec(n)
+/// (`vec![f16::ZERO; n]` would write every element). An allocation the system refuses is an
+/// error naming the bytes asked for, not an abort.
+fn zeroed<T: bytemuck::Zeroable + Clone>(n: usize) -> Result<Vec<T>> {
+    bytemuck::allocation::try_zeroed_vec(n).map_err(|()| Error::OutOfMemory {
+        what: "KV cache".into(),
+        bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+        available: None,
+    })
 }
 
 /// Code bytes and scales of q4 tile `t` (counted from the start of the store: a slot's tiles
@@ -38,16 +44,16 @@ pub(super) struct Store {
 }
 
 impl Store {
-    pub(super) fn new(ty: KvType, kind: Kind, slots: usize, n_ctx: usize, d: usize) -> Self {
+    pub(super) fn new(ty: KvType, kind: Kind, slots: usize, n_ctx: usize, d: usize) -> Result<Self> {
         let rows = ty.padded_rows(n_ctx);
         let n = slots * rows * d;
         let data = match ty {
-            KvType::F32 => Data::F32(zeroed(n)),
-            KvType::F16 => Data::F16(zeroed(n)),
-            KvType::Q8_0 => Data::Q8(zeroed(n), zeroed(n / d)),
-            KvType::Q4 => Data::Q4(kind, zeroed(n / 2), zeroed(n / kv_q4::GROUP)),
+            KvType::F32 => Data::F32(zeroed(n)?),
+            KvType::F16 => Data::F16(zeroed(n)?),
+            KvType::Q8_0 => Data::Q8(zeroed(n)?, zeroed(n / d)?),
+            KvType::Q4 => Data::Q4(kind, zeroed(n / 2)?, zeroed(n / kv_q4::GROUP)?),
         };
-        Store { data, rows, d }
+        Ok(Store { data, rows, d })
     }
 
     /// First element (of `d` per row) of position `pos` in `slot`.
