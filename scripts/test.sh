@@ -39,27 +39,63 @@ else
     total_fail=$((total_fail + 1))
 fi
 
+cargo_counts() { # log, cargo's exit status: append the log's `N passed, N failed` line
+    local p f
+    p=$(grep -Eo '[0-9]+ passed' "$1" | awk '{s+=$1} END {print s+0}')
+    f=$(grep -Eo '[0-9]+ failed' "$1" | awk '{s+=$1} END {print s+0}')
+    grep -q "error\[" "$1" && f=$((f + 1))
+    # A binary that crashes (segfault, abort) prints no "failed" line: cargo's status decides.
+    if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "cargo test exited with status $2 without a failing test: a test binary crashed" | tee -a "$1"
+        f=1
+    fi
+    printf '%s passed, %s failed\n' "$p" "$f" >> "$1"
+}
+
+echo "== gate self-test: a test binary that aborts must turn the run red"
+cargo test -q -p pocketlm-tests --test gate_selftest -- --ignored > target/gate-selftest.log 2>&1
+cargo_counts target/gate-selftest.log $?
+if grep -qE '^[0-9]+ passed, [1-9][0-9]* failed$' target/gate-selftest.log; then
+    summary+=("gate self-test: an aborting test binary counts as a failure")
+else
+    summary+=("gate self-test: FAILED (an aborting test binary went unnoticed)")
+    total_fail=$((total_fail + 1))
+fi
+
 echo "== Rust tests"
 t0=$SECONDS
-# --no-fail-fast runs every test binary (--nocapture: the tables and "skipped:" notes reach the
-# log); cargo's own exit status is what decides, so a binary
-# that crashes (segfault, abort) turns the run red even though it printed no "failed" line.
+# --no-fail-fast runs every test binary; --nocapture lets the tables and "skipped:" notes
+# reach the log.
 cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/rust-tests.log
-status=${PIPESTATUS[0]}
-p=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
-f=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
-grep -q "error\[" target/rust-tests.log && f=$((f + 1))
-if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
-    echo "cargo test exited with status $status without a failing test: a test binary crashed" | tee -a target/rust-tests.log
-    f=1
-fi
-printf '%s passed, %s failed\n' "$p" "$f" >> target/rust-tests.log
+cargo_counts target/rust-tests.log "${PIPESTATUS[0]}"
 count "rust ($((SECONDS - t0)) s)" target/rust-tests.log
 # What did not run, so skipped coverage is never silent.
 sets=$(grep -m1 -E '^fixture sets:' target/rust-tests.log || true)
 [ -n "$sets" ] && summary+=("  $sets")
 skips=$(grep -cE '^skipped: ' target/rust-tests.log || true)
 [ "$skips" -gt 0 ] && summary+=("  $skips skipped checks: $(grep -E '^skipped: ' target/rust-tests.log | sort -u | sed 's/^skipped: //' | paste -sd ';' -)")
+
+echo "== a clone without ../shared: the Rust suite's fixture-dependent tests and the quick start"
+# What a user who clones the repository from a forge gets: no workspace shared/ folder. The
+# Rust binaries are already built; only where they look for shared/ changes. The trained
+# model's perplexity tests ran above and do not depend on shared/.
+t0=$SECONDS
+POCKETLM_SHARED=/nonexistent/no-shared cargo test --no-fail-fast -p pocketlm-tests -p pocketlm-cli -- \
+    --nocapture --skip f32_reproduces_reference_perplexities --skip quality_table_of_weight_formats 2>&1 |
+    tee target/no-shared-tests.log
+cargo_counts target/no-shared-tests.log "${PIPESTATUS[0]}"
+clone=$(mktemp -d /tmp/pocketlm-clone.XXXXXX)
+if git clone -q "$PWD" "$clone/pocketlm" &&
+    (cd "$clone/pocketlm" && CARGO_TARGET_DIR="$PWD/../target" bash scripts/quickstart.sh) 2>&1 |
+    tee target/quickstart.log | tail -5 && [ "${PIPESTATUS[0]}" -eq 0 ] &&
+    grep -q "generation: 48 tokens" target/quickstart.log; then
+    echo "1 passed, 0 failed" >> target/quickstart.log
+else
+    echo "0 passed, 1 failed" >> target/quickstart.log
+fi
+rm -rf "$clone"
+count "rust without ../shared ($((SECONDS - t0)) s)" target/no-shared-tests.log
+count "quick start from a fresh clone" target/quickstart.log
 
 for step in kotlin swift aarch64; do
     if skipped "$step"; then
