@@ -6,7 +6,7 @@ use crate::common::mib;
 use pocketlm_core::kv_cache::{KvCache, KvType};
 use pocketlm_core::model::{Logits, Model};
 use pocketlm_core::threads;
-use pocketlm_core::Result;
+use pocketlm_core::{Error, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -114,6 +114,17 @@ pub fn run(a: Args) -> Result<()> {
     let longest = a.n_prompt.iter().chain(&a.n_gen).copied().max().unwrap_or(0);
     let max_depth = a.depth.iter().copied().max().unwrap_or(0);
     let ctx_size = a.ctx_size.unwrap_or(2048.max(max_depth + longest));
+    // Every option must mean a measurement: no repetitions would print rows of nothing, and
+    // a context too small for the tests would print an empty table.
+    if a.repetitions == 0 {
+        return Err(Error::InvalidArgument("-r 0: at least one repetition is needed".into()));
+    }
+    if max_depth + longest > ctx_size {
+        return Err(Error::InvalidArgument(format!(
+            "-c {ctx_size}: the longest test needs {} tokens of context (depth {max_depth} + {longest})",
+            max_depth + longest
+        )));
+    }
     let mut cache = KvCache::new(hp, ctx_size, kv, None)?;
     let weight_bytes = model.weight_bytes();
     let n_params: u64 = model.file.header.tensors.iter().map(|t| t.n_elements()).sum();

@@ -10,8 +10,8 @@ pub struct Args {
     /// GGUF model file
     #[arg(short, long)]
     model: PathBuf,
-    /// Prompt text (with --ids: comma-separated token ids)
-    #[arg(short, long, required_unless_present = "file", default_value = "")]
+    /// Prompt text (with --ids: comma-separated token ids); empty continues a --session
+    #[arg(short, long, conflicts_with = "file", default_value = "")]
     prompt: String,
     /// Read the prompt from this file (long prompts)
     #[arg(short, long)]
