@@ -109,6 +109,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     let m = model.to_str().unwrap();
     let text = vendored().join("text/austen_persuasion.txt");
     let t = text.to_str().unwrap();
+    let (mini_path, pad_out) = (mini(), tmp.path().join("pad.gguf").to_str().unwrap().to_string());
+    let mini_dir = mini_path.to_str().unwrap();
     for (args, needle) in [
         (vec!["run", "-m", m, "-p", "Hi", "-c", "32", "-n", "100", "--keep", "18446744073709551615"], "keep"),
         (vec!["run", "-m", m, "-p", "Hi", "-t", "100000"], "threads"),
@@ -119,6 +121,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
         (vec!["run", "-m", m, "-p", "Hi", "-c", "4294967295"], "bytes"),
         (vec!["run", "-m", m, "-p", "Hi", "-c", "18446744073709551615"], "bytes"),
         (vec!["bench", "-m", m, "-r", "0"], "repetition"),
+        (vec!["convert", mini_dir, &pad_out, "--pad-inner", "1000000000000"], "--pad-inner"),
+        (vec!["convert", mini_dir, &pad_out, "--pad-inner", "18446744073709551615"], "--pad-inner"),
         (vec!["run", "-m", m, "-p", "Hi", "-f", t], "cannot be used with"),
         (vec!["bench", "-m", m, "-c", "1"], "-c 1"),
         (vec!["perplexity", "-m", m, "-f", t, "-c", "0"], "stride"),
@@ -130,6 +134,8 @@ fn bad_input_is_a_clear_error_not_a_crash() {
         assert!(matches!(o.status.code(), Some(1) | Some(2)), "{args:?}: {err}"); // 2: clap usage errors
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains("pad.gguf")), "no output or temporary file: {left:?}");
 }
 
 #[test]

@@ -56,7 +56,17 @@ struct Source {
 }
 
 /// Reads the model folder and writes the GGUF.
+/// Largest `pad_inner_to` accepted: padding exists to reach a whole number of quantization
+/// blocks (32, or Q4_K's 256), so a multiple past a few blocks only wastes memory, and an
+/// absurd one would allocate without bound.
+pub const MAX_PAD_INNER: usize = 4096;
+
 pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Result<ConvertReport> {
+    if let Some(p) = opts.pad_inner_to.filter(|&p| p == 0 || p > MAX_PAD_INNER) {
+        return Err(Error::InvalidArgument(format!(
+            "--pad-inner {p}: n_inner can be padded to a multiple of 1..={MAX_PAD_INNER} (a block size such as 32 or 256)"
+        )));
+    }
     let dir = &opts.model_dir;
     let cfg_path = dir.join("config.json");
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
