@@ -4,11 +4,12 @@
 
 use half::f16;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pocketlm_core::atomic_file::AtomicFile;
 use pocketlm_core::kv_cache::KvType;
 use pocketlm_core::perplexity::{perplexity, window_count, PerplexityOptions, Scored};
 use pocketlm_core::sampling::argmax;
 use pocketlm_core::{Error, Model, Result};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -85,11 +86,22 @@ fn score(a: Args) -> Result<()> {
         o.stride
     );
 
+    if let (Some(s), Some(k)) = (&a.save_logits, &a.kl_divergence) {
+        let same = s == k || matches!((s.canonicalize(), k.canonicalize()), (Ok(x), Ok(y)) if x == y);
+        if same {
+            return Err(Error::InvalidArgument(format!(
+                "--save-logits and --kl-divergence name the same file {}: saving would replace the reference",
+                s.display()
+            )));
+        }
+    }
+    // Saved predictions go to a temporary file renamed into place at the end: an existing
+    // file survives anything that fails or stops the run before that.
     let mut save = match &a.save_logits {
         Some(p) => {
-            let mut w = BufWriter::new(std::fs::File::create(p).map_err(|e| Error::Io { path: p.clone(), source: e })?);
-            w.write_all(&header(v, &o, hash)).map_err(|e| Error::Io { path: p.clone(), source: e })?;
-            Some((p.clone(), w))
+            let mut f = AtomicFile::create(p)?;
+            f.writer().write_all(&header(v, &o, hash)).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+            Some((p.clone(), f))
         }
         None => None,
     };
@@ -120,11 +132,11 @@ fn score(a: Args) -> Result<()> {
         &tokens,
         &o,
         &mut |s: Scored| {
-            if let Some((p, w)) = &mut save {
+            if let Some((p, f)) = &mut save {
                 for (c, x) in buf16.chunks_exact_mut(2).zip(s.log_probs) {
                     c.copy_from_slice(&f16::from_f32(*x).to_le_bytes());
                 }
-                w.write_all(&buf16).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+                f.writer().write_all(&buf16).map_err(|e| Error::Io { path: p.clone(), source: e })?;
             }
             if let Some((p, r)) = &mut reference {
                 r.read_exact(&mut buf16).map_err(|e| Error::Io { path: p.clone(), source: e })?;
@@ -144,8 +156,8 @@ fn score(a: Args) -> Result<()> {
     );
     bar.finish_and_clear();
     let report = report?;
-    if let Some((p, mut w)) = save {
-        w.flush().map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    if let Some((p, f)) = save {
+        f.commit()?;
         eprintln!("saved {} predictions to {}", report.scored, p.display());
     }
     println!("perplexity: {:.4} over {} tokens ({} windows)", report.perplexity(), report.scored, report.windows);

@@ -160,6 +160,31 @@ fn perplexity_kl_divergence_and_long_context_flags() {
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && stdout.contains("perplexity:") && stdout.contains("over 64 tokens"), "{stdout}");
+    // A saved reference survives a run that fails, and cannot be both input and output.
+    let saved = std::fs::read(&logits).unwrap();
+    let bogus = tmp.path().join("bogus.logits");
+    std::fs::write(&bogus, b"not logits").unwrap();
+    let (t, l, b) = (text.to_str().unwrap(), logits.to_str().unwrap(), bogus.to_str().unwrap());
+    for (kl, needle) in [(b, "bogus.logits"), (l, "same file")] {
+        let o = pocketlm(&[
+            "perplexity",
+            "-m",
+            m,
+            "-f",
+            t,
+            "-c",
+            "64",
+            "--chunks",
+            "2",
+            "--save-logits",
+            l,
+            "--kl-divergence",
+            kl,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{err}");
+        assert!(std::fs::read(&logits).unwrap() == saved, "{needle}: the existing file is untouched");
+    }
     // Against itself.
     let o = pocketlm(&[
         "perplexity",

@@ -9,37 +9,63 @@
 
 use crate::error::{Error, Result};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A file being written under a temporary name; [`AtomicFile::commit`] puts it in place.
+/// Dropped without a commit (an error, a panic), it is removed and the destination is untouched.
+pub struct AtomicFile {
+    path: PathBuf,
+    w: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path`: nothing at `path` changes until [`AtomicFile::commit`].
+    pub fn create(path: &Path) -> Result<AtomicFile> {
+        if path.is_dir() {
+            return Err(Error::io(path, std::io::Error::other("is a directory, not a file name")));
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = parent_dir(path);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        Ok(AtomicFile { path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, tmp) })
+    }
+
+    /// Where the contents go: errors name the destination.
+    pub fn writer(&mut self) -> &mut dyn Write {
+        &mut self.w
+    }
+
+    /// Flushes the contents to disk and renames the file over the destination.
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        let tmp = self.w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
+        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        // The rename itself is durable once the directory is synced (Linux; elsewhere best effort).
+        #[cfg(unix)]
+        if let Ok(d) = std::fs::File::open(parent_dir(&path)) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
 
 /// Writes `path` atomically: `fill` writes the whole contents into the given writer.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::io(path, std::io::Error::other("is a directory, not a file name")));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let io = |e| Error::io(tmp.path(), e);
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        fill(&mut w)?;
-        w.flush().map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    // The rename itself is durable once the directory is synced (Linux; elsewhere best effort).
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let mut f = AtomicFile::create(path)?;
+    fill(f.writer())?;
+    f.commit()
 }
 
 #[cfg(test)]
