@@ -9,7 +9,7 @@ pub mod synth;
 mod tokenizer_files;
 pub mod writer;
 
-pub use checkpoint::{Checkpoint, CheckpointFormat};
+pub use checkpoint::Checkpoint;
 pub use hf_config::{parse_config, HfConfig};
 pub use preset::Preset;
 pub use requantize::requantize;

@@ -34,13 +34,12 @@ trait Shard {
 
 /// Which of the supported layouts a folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointFormat {
+enum CheckpointFormat {
     Safetensors,
     Pytorch,
 }
 
 pub struct Checkpoint {
-    format: CheckpointFormat,
     shards: Vec<(PathBuf, Box<dyn Shard>)>,
     /// tensor name -> (shard index, dtype, shape)
     index: BTreeMap<String, (usize, StoredDtype, Vec<usize>)>,
@@ -89,11 +88,7 @@ impl Checkpoint {
             }
             shards.push((path, shard));
         }
-        Ok(Checkpoint { format, shards, index, notes })
-    }
-
-    pub fn format(&self) -> CheckpointFormat {
-        self.format
+        Ok(Checkpoint { shards, index, notes })
     }
 
     /// The weight files, in shard order.
