@@ -14,7 +14,7 @@ type=${3:-q8_0}
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 cargo build --release -p pocketlm-cli
-bin=target/release/pocketlm
+bin=${CARGO_TARGET_DIR:-target}/release/pocketlm
 mkdir -p models
 name=$(basename "$model_dir")
 [ "$name" = hf ] && name=$(basename "$(dirname "$model_dir")")
