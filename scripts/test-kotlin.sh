@@ -44,9 +44,8 @@ step "Rust library and bindings"
 cargo build -q -p pocketlm --features bindgen --bin uniffi-bindgen
 cargo build -q -p pocketlm
 rm -rf "$out/gen" && mkdir -p "$out/gen" "$out/lib"
-# android/uniffi.toml renames the error field `message` for Kotlin only (uniffi-rs#2065).
 target/debug/uniffi-bindgen generate --library target/debug/libpocketlm.so --language kotlin \
-    --out-dir "$out/gen" --no-format --config android/uniffi.toml
+    --out-dir "$out/gen" --no-format
 # A private copy: another checkout's cargo build can rewrite target/debug while the tests run.
 cp target/debug/libpocketlm.so "$out/lib/"
 if ! diff -q "$generated" "$out/gen/uniffi/pocketlm/pocketlm.kt" >/dev/null; then

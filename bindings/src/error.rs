@@ -5,6 +5,7 @@
 use pocketlm_core::error::{Error as CoreError, GgufError};
 
 #[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
 pub enum PocketLmError {
     /// The model file does not exist or cannot be opened.
     #[error("{message}")]
@@ -52,6 +53,7 @@ impl From<CoreError> for PocketLmError {
             CoreError::OverBudget { .. } | CoreError::OutOfMemory { .. } => PocketLmError::OutOfMemory { message },
             CoreError::ContextFull { .. } => PocketLmError::ContextFull { message },
             CoreError::SessionFile { .. } => PocketLmError::InvalidArgument { message },
+            CoreError::NonFinite { .. } | CoreError::ModelFileChanged { .. } => PocketLmError::InvalidModel { message },
             CoreError::InvalidArgument(_) | CoreError::TokenOutOfRange { .. } => {
                 PocketLmError::InvalidArgument { message }
             }

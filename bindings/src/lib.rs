@@ -1,7 +1,7 @@
 //! PocketLM for apps: a thin uniffi layer over `pocketlm-core`, generating Kotlin (Android,
 //! JVM) and Swift (iOS) APIs. Objects are `Send + Sync`; every exported call catches panics so
 //! none crosses into the app; long calls (`generate`) block and are meant for a background
-//! thread, with `cancel()` callable from any thread.
+//! thread, stopped from any thread through the `CancelToken` passed to them.
 
 uniffi::setup_scaffolding!();
 
@@ -12,7 +12,8 @@ mod session;
 pub use error::PocketLmError;
 pub use model::{Model, ModelInfo, ModelOptions};
 pub use session::{
-    GenerateOptions, GenerationResult, GenerationStats, KvCacheType, Session, SessionOptions, StopReason, TokenStream,
+    CancelToken, GenerateOptions, GenerationResult, GenerationStats, KvCacheType, Session, SessionOptions, StopReason,
+    TokenStream,
 };
 
 /// Runs `f`, turning a panic into [`PocketLmError::Internal`] so it never unwinds into foreign

@@ -11,7 +11,9 @@ pub struct ModelOptions {
     /// Worker threads for this model's sessions; 0 = one per physical core.
     #[uniffi(default = 0)]
     pub threads: u32,
-    /// Sessions whose KV cache would exceed this many bytes are refused; None = no limit.
+    /// A new session is refused (`OutOfMemory`) when the memory it would use exceeds this
+    /// many bytes, counting the weights it reads (memory-mapped) + its KV cache + scratch
+    /// buffers; None = no limit beyond the memory the device has.
     #[uniffi(default = None)]
     pub memory_budget_bytes: Option<u64>,
 }

@@ -1,6 +1,6 @@
 //! `Session`: one conversation. Generation streams text to a `TokenStream` the app implements;
-//! `cancel()` stops it from any thread between layers or tokens. Concurrent calls on one
-//! session are refused with `Busy` instead of blocking.
+//! a `CancelToken` passed to the call stops it from any thread between layers or tokens.
+//! Concurrent calls on one session are refused with `Busy` instead of queueing.
 
 use crate::error::PocketLmError;
 use crate::guard;
@@ -8,7 +8,7 @@ use crate::model::Model;
 use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{self as core, CancelHandle};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 /// Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
 /// q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
@@ -65,6 +65,8 @@ pub enum StopReason {
     StopString,
     Cancelled,
     ContextFull,
+    /// The call failed (it throws the error); only `on_finish` reports this.
+    Error,
 }
 
 #[derive(Debug, Clone, uniffi::Record)]
@@ -87,17 +89,67 @@ pub struct GenerationResult {
 pub trait TokenStream: Send + Sync {
     /// One piece of text: always whole UTF-8 characters.
     fn on_text(&self, text: String);
-    /// Called once at the end, whatever the reason.
+    /// Called exactly once per `generate` call, last, whatever the reason it ended: with
+    /// `StopReason::Error` when the call fails (`generate` then throws the error, also when
+    /// the session was busy).
     fn on_finish(&self, stats: GenerationStats);
+}
+
+/// Stops one generation. Made by the app before the call and passed to it, so a cancel can
+/// never be lost: cancelled before the call starts, the call returns at once (`Cancelled`);
+/// during it, the generation stops within one layer of work. One token per call: once
+/// cancelled it stays cancelled.
+#[derive(Debug, Default, uniffi::Object)]
+pub struct CancelToken(CancelHandle);
+
+#[uniffi::export]
+impl CancelToken {
+    #[uniffi::constructor]
+    pub fn new() -> Arc<CancelToken> {
+        Arc::new(CancelToken::default())
+    }
+
+    /// Safe from any thread, any number of times.
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
 }
 
 #[derive(uniffi::Object)]
 pub struct Session {
     inner: Mutex<core::Session>,
-    cancel: CancelHandle,
+    /// The cancel token of the call holding `inner`, if any: `cancel()` and `reset()` stop it,
+    /// and a new call waits for it instead of failing with `Busy` once it is cancelled.
+    running: Mutex<Option<CancelHandle>>,
     pool: Arc<rayon::ThreadPool>,
     /// Tokens in the conversation, readable while a generation runs.
     count: Arc<AtomicUsize>,
+    n_ctx: u32,
+}
+
+/// The session while one call holds it; dropping it frees the session for the next call.
+struct Held<'a> {
+    // Declared first so it is dropped first: `running` is cleared before the lock is released.
+    _running: RunningSlot<'a>,
+    session: MutexGuard<'a, core::Session>,
+}
+
+struct RunningSlot<'a>(&'a Mutex<Option<CancelHandle>>);
+
+impl Drop for RunningSlot<'_> {
+    fn drop(&mut self) {
+        *lock_ignoring_poison(self.0) = None;
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside an earlier call was caught by `guard`; the state is still consistent (the
+    // cache length only advances after a whole forward pass).
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Session {
@@ -114,36 +166,52 @@ impl Session {
             ..Default::default()
         };
         let inner = core::Session::new(model.inner.clone(), &opts)?;
-        let cancel = inner.cancel_handle();
         let count = inner.token_count_handle();
-        Ok(Session { inner: Mutex::new(inner), cancel, pool: model.pool.clone(), count })
+        Ok(Session {
+            n_ctx: inner.n_ctx() as u32,
+            inner: Mutex::new(inner),
+            running: Mutex::new(None),
+            pool: model.pool.clone(),
+            count,
+        })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, core::Session>, PocketLmError> {
-        match self.inner.try_lock() {
-            Ok(g) => Ok(g),
-            // A panic inside a previous call was caught; the session state is still consistent
-            // (the cache length only advances after a whole forward pass).
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+    /// Takes the session for a call watching `token`. A call already running fails this one
+    /// with `Busy`, unless it was cancelled: then this one waits for it to wind down (at most
+    /// one layer of work), so "stop, then send" needs no waiting in the app.
+    fn acquire(&self, token: &CancelHandle) -> Result<Held<'_>, PocketLmError> {
+        let session = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                Err(PocketLmError::Busy { message: "another call is running on this session".into() })
+                let holder = lock_ignoring_poison(&self.running).clone();
+                if holder.is_some_and(|t| !t.is_cancelled()) {
+                    return Err(PocketLmError::Busy { message: "another call is running on this session".into() });
+                }
+                lock_ignoring_poison(&self.inner)
             }
-        }
+        };
+        *lock_ignoring_poison(&self.running) = Some(token.clone());
+        Ok(Held { _running: RunningSlot(&self.running), session })
     }
 
     fn run(
         &self,
         prompt: Prompt,
         options: GenerateOptions,
-        stream: Option<Arc<dyn TokenStream>>,
+        cancel: Option<Arc<CancelToken>>,
+        stream: Option<&dyn TokenStream>,
     ) -> Result<GenerationResult, PocketLmError> {
-        let mut guard = self.lock()?;
-        let s: &mut core::Session = &mut guard;
-        let opts = core_options(&options);
+        let mut opts = core_options(&options);
+        if let Some(t) = cancel {
+            opts.cancel = t.0.clone();
+        }
+        let mut held = self.acquire(&opts.cancel)?;
+        let s: &mut core::Session = &mut held.session;
         let mut ids = Vec::new();
         let result = self.pool.install(|| match prompt {
             Prompt::Text(text) => s.generate(&text, &opts, &mut |piece| {
-                if let Some(st) = &stream {
+                if let Some(st) = stream {
                     st.on_text(piece.to_string());
                 }
             }),
@@ -151,11 +219,8 @@ impl Session {
                 ids.push(id);
                 true
             }),
-        });
-        let stats = convert_stats(&result?);
-        if let Some(st) = &stream {
-            st.on_finish(stats.clone());
-        }
+        })?;
+        let stats = convert_stats(&result);
         if ids.is_empty() {
             ids = s.tokens()[s.tokens().len() - stats.generated_tokens as usize..].to_vec();
         }
@@ -171,25 +236,47 @@ enum Prompt {
 #[uniffi::export]
 impl Session {
     /// Generates an answer to `prompt` (appended to the conversation), streaming text to
-    /// `stream`. Blocks until done: call it from a background thread.
+    /// `stream`. Blocks until done: call it from a background thread. `cancel` stops it
+    /// (see `CancelToken`).
+    #[uniffi::method(default(cancel = None))]
     pub fn generate(
         &self,
         prompt: String,
         options: GenerateOptions,
         stream: Arc<dyn TokenStream>,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<GenerationStats, PocketLmError> {
-        guard(|| self.run(Prompt::Text(prompt), options, Some(stream)).map(|r| r.stats))
+        let result = guard(|| self.run(Prompt::Text(prompt), options, cancel, Some(&*stream)).map(|r| r.stats));
+        stream.on_finish(match &result {
+            Ok(stats) => stats.clone(),
+            Err(_) => GenerationStats {
+                prompt_tokens: 0,
+                generated_tokens: 0,
+                prompt_tokens_per_second: 0.0,
+                generation_tokens_per_second: 0.0,
+                stop_reason: StopReason::Error,
+            },
+        });
+        result
     }
 
     /// Like `generate`, with the prompt as token ids and the generated ids returned.
-    pub fn generate_ids(&self, prompt: Vec<u32>, options: GenerateOptions) -> Result<GenerationResult, PocketLmError> {
-        guard(|| self.run(Prompt::Ids(prompt), options, None))
+    #[uniffi::method(default(cancel = None))]
+    pub fn generate_ids(
+        &self,
+        prompt: Vec<u32>,
+        options: GenerateOptions,
+        cancel: Option<Arc<CancelToken>>,
+    ) -> Result<GenerationResult, PocketLmError> {
+        guard(|| self.run(Prompt::Ids(prompt), options, cancel, None))
     }
 
-    /// Stops a running generation (prompt or answer) as soon as the current layer finishes.
-    /// Safe from any thread; a no-op when nothing runs.
+    /// Stops the call running now, if any (a call that starts later is not affected: pass a
+    /// `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
     pub fn cancel(&self) {
-        self.cancel.cancel();
+        if let Some(t) = lock_ignoring_poison(&self.running).as_ref() {
+            t.cancel();
+        }
     }
 
     /// Tokens in the conversation so far (prompt and generated), updated during generation.
@@ -197,14 +284,17 @@ impl Session {
         self.count.load(Ordering::Relaxed) as u32
     }
 
+    /// Tokens of context (prompt + answers) the session was created with.
     pub fn context_size(&self) -> u32 {
-        self.lock().map(|s| s.n_ctx() as u32).unwrap_or(0)
+        self.n_ctx
     }
 
-    /// Forgets the conversation (keeps the memory).
+    /// Forgets the conversation (keeps the memory). A running generation is cancelled and
+    /// waited for (at most one layer of work) first.
     pub fn reset(&self) -> Result<(), PocketLmError> {
         guard(|| {
-            self.lock()?.reset();
+            self.cancel();
+            self.acquire(&CancelHandle::new())?.session.reset();
             Ok(())
         })
     }
@@ -224,6 +314,7 @@ fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
         },
         stop: o.stop.clone(),
         stop_at_eos: o.stop_at_end_of_text,
+        cancel: CancelHandle::new(),
     }
 }
 

@@ -131,6 +131,7 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         },
         stop: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
+        ..Default::default()
     };
     let stdout = std::io::stdout();
     let stats = if a.ids {

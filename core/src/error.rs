@@ -43,6 +43,10 @@ pub enum GgufError {
     InvalidValue { key: String, why: String },
     #[error("model architecture is {found:?}; this engine runs \"btlm\"")]
     WrongArchitecture { found: String },
+    /// NaN or infinity in a tensor that must hold finite numbers (checked at load for the
+    /// small F32 vectors, at conversion and quantization for every tensor).
+    #[error("tensor {tensor}: element {index} is {value} (NaN or infinite): the file is corrupted")]
+    NonFiniteTensor { tensor: String, index: usize, value: f32 },
     #[error("required tensor {0:?} is missing")]
     MissingTensor(String),
     #[error("tensor {tensor:?} has shape {found:?} but the hyperparameters require {expected:?}")]
@@ -75,6 +79,8 @@ pub enum ConvertError {
     UnknownTensor(String),
     #[error("tensor {0:?} is missing from the checkpoint")]
     MissingTensor(String),
+    #[error("checkpoint tensor {tensor:?}: element {index} is {value} (NaN or infinite); the checkpoint is corrupted")]
+    NonFinite { tensor: String, index: usize, value: f32 },
     #[error(
         "no tokenizer: {0} has neither tokenizer.json nor vocab.json + merges.txt, and none was given with --tokenizer"
     )]
@@ -104,6 +110,15 @@ pub enum Error {
     InvalidArgument(String),
     #[error("token id {id} is outside the vocabulary (size {vocab})")]
     TokenOutOfRange { id: u32, vocab: usize },
+    /// The mapped model file was truncated or rewritten in place while in use.
+    #[error(
+        "{path}: the model file was truncated or overwritten while in use; open it again \
+         (to update a model, write the new file under another name and rename it over the old one)"
+    )]
+    ModelFileChanged { path: PathBuf },
+    /// A NaN or infinity where only finite numbers make sense (weights, cache, logits).
+    #[error("non-finite value {value} in the {what}")]
+    NonFinite { what: String, value: f32 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -96,6 +96,12 @@ pub fn perplexity(
                 if p < first_scored || p + 1 >= o.n_ctx {
                     continue;
                 }
+                if let Some((token, value)) = crate::ops::first_non_finite(row) {
+                    return Err(Error::NonFinite {
+                        what: format!("logit of token {token} at position {} of the text", start + p),
+                        value,
+                    });
+                }
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
                 lp.iter_mut().zip(row).for_each(|(o, x)| *o = x - lse);

@@ -10,20 +10,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Stops a running generation from any thread. Checked between tokens and between layers,
-/// so a cancel takes effect within one layer's work.
+/// Stops one generation from any thread. Checked between tokens and between layers, so a
+/// cancel takes effect within one layer's work.
+///
+/// One token per call, made by the caller before the call starts and never reset: a cancel
+/// issued at any moment, even before the call has reached the session, is seen by that call
+/// and by no other. (A session-wide flag cleared at the start of each call loses a cancel
+/// that lands just before the clear.)
 #[derive(Debug, Clone, Default)]
 pub struct CancelHandle(Arc<AtomicBool>);
 
 impl CancelHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Release);
     }
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
-    }
-    fn reset(&self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -91,11 +96,19 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Stop at the end-of-text token (not emitted).
     pub stop_at_eos: bool,
+    /// Stops this call (see [`CancelHandle`]); a fresh, uncancelled one by default.
+    pub cancel: CancelHandle,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 128, sampling: SamplingParams::default(), stop: vec![], stop_at_eos: true }
+        GenerateOptions {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            stop: vec![],
+            stop_at_eos: true,
+            cancel: CancelHandle::default(),
+        }
     }
 }
 
@@ -141,7 +154,6 @@ pub struct Session {
     tokens: Vec<u32>,
     last_logits: Option<Vec<f32>>,
     n_batch: usize,
-    cancel: CancelHandle,
     /// `tokens.len()`, readable from other threads while a generation runs.
     count: Arc<AtomicUsize>,
     scaling: AlibiScaling,
@@ -208,7 +220,6 @@ impl Session {
             tokens: Vec::new(),
             last_logits: None,
             n_batch: opts.n_batch.max(1),
-            cancel: CancelHandle::default(),
             count: Arc::default(),
             scaling,
             policy: opts.context_policy,
@@ -221,13 +232,14 @@ impl Session {
     }
 
     pub(crate) fn set_state(&mut self, tokens: Vec<u32>, logits: Vec<f32>, kv: &[u8]) -> Result<()> {
-        if !logits.is_empty() && logits.len() != self.model.hparams.n_vocab {
-            return Err(Error::InvalidArgument(format!(
-                "{} logits for a vocabulary of {}",
-                logits.len(),
-                self.model.hparams.n_vocab
-            )));
+        let n_vocab = self.model.hparams.n_vocab;
+        if !logits.is_empty() && logits.len() != n_vocab {
+            return Err(Error::InvalidArgument(format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
         }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::TokenOutOfRange { id, vocab: n_vocab });
+        }
+        check_finite(&logits, tokens.len())?;
         self.cache.import(tokens.len(), kv)?;
         self.count.store(tokens.len(), Ordering::Relaxed);
         self.tokens = tokens;
@@ -270,10 +282,6 @@ impl Session {
     pub fn n_ctx(&self) -> usize {
         self.cache.n_ctx()
     }
-    pub fn cancel_handle(&self) -> CancelHandle {
-        self.cancel.clone()
-    }
-
     /// A live view of the conversation's token count, for other threads (UIs, bindings).
     pub fn token_count_handle(&self) -> Arc<AtomicUsize> {
         self.count.clone()
@@ -288,10 +296,25 @@ impl Session {
     }
 
     /// Feeds prompt tokens as one logical call (chunked by `n_batch`); returns the logits after
-    /// the last one, or `None` if cancelled.
-    pub fn prefill(&mut self, ids: &[u32]) -> Result<Option<&[f32]>> {
+    /// the last one. With no tokens, the logits after the conversation so far (an error if
+    /// it is empty).
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32]> {
+        self.prefill_cancellable(ids, &CancelHandle::default())?;
+        self.last_logits()
+            .ok_or_else(|| Error::InvalidArgument("the conversation is empty: there is nothing to predict from".into()))
+    }
+
+    /// The next-token logits after the conversation so far, if it has any tokens.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.last_logits.as_deref()
+    }
+
+    /// [`Session::prefill`] that stops between layers once `cancel` is cancelled. Returns
+    /// false if it was: the tokens of the chunks that completed stay in the conversation,
+    /// and there are no logits until the next call completes.
+    pub fn prefill_cancellable(&mut self, ids: &[u32], cancel: &CancelHandle) -> Result<bool> {
         if ids.is_empty() {
-            return Ok(self.last_logits.as_deref());
+            return Ok(true);
         }
         if self.cache.len() + ids.len() > self.cache.n_ctx() && !self.make_room(ids.len()) {
             let (n_ctx, used) = (self.cache.n_ctx(), self.cache.len());
@@ -299,7 +322,6 @@ impl Session {
         }
         let start = self.cache.len();
         let n_keys = start + ids.len();
-        let cancel = self.cancel.clone();
         let chunks: Vec<&[u32]> = ids.chunks(self.n_batch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let want = if i + 1 == chunks.len() { Logits::Last } else { Logits::None };
@@ -317,15 +339,15 @@ impl Session {
                 Err(_) => {
                     // Keep the cache consistent with the tokens that made it in.
                     self.last_logits = None;
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
         }
-        Ok(self.last_logits.as_deref())
+        Ok(true)
     }
 
-    /// Feeds one token; returns the logits that follow it, or `None` if cancelled.
-    pub fn decode(&mut self, id: u32) -> Result<Option<&[f32]>> {
+    /// Feeds one token; returns the logits that follow it.
+    pub fn decode(&mut self, id: u32) -> Result<&[f32]> {
         self.prefill(&[id])
     }
 
@@ -370,7 +392,6 @@ impl Session {
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<GenerationStats> {
         opts.sampling.validate().map_err(Error::InvalidArgument)?;
-        self.cancel.reset();
         if prompt.is_empty() && self.last_logits.is_none() {
             return Err(Error::InvalidArgument("prompt is empty and there is no conversation to continue".into()));
         }
@@ -382,7 +403,8 @@ impl Session {
             stop_reason: StopReason::MaxTokens,
         };
         let t0 = Instant::now();
-        let prefilled = self.prefill(prompt)?.is_some();
+        let cancel = &opts.cancel;
+        let prefilled = !cancel.is_cancelled() && self.prefill_cancellable(prompt, cancel)?;
         stats.prompt_time = t0.elapsed();
         if !prefilled {
             stats.stop_reason = StopReason::Cancelled;
@@ -393,10 +415,11 @@ impl Session {
         let t1 = Instant::now();
         let mut logits = self.last_logits.clone().unwrap_or_default();
         while stats.generated_tokens < opts.max_tokens {
-            if self.cancel.is_cancelled() {
+            if cancel.is_cancelled() {
                 stats.stop_reason = StopReason::Cancelled;
                 break;
             }
+            check_finite(&logits, self.tokens.len())?;
             let id = sampler.sample(&mut logits, &self.tokens);
             if opts.stop_at_eos && Some(id) == eos {
                 stats.stop_reason = StopReason::EndOfText;
@@ -413,16 +436,28 @@ impl Session {
                 break;
             }
             // Fed back even after the last token, so the conversation can be continued.
-            match self.decode(id)? {
-                Some(l) => logits.copy_from_slice(l),
-                None => {
-                    stats.stop_reason = StopReason::Cancelled;
-                    break;
-                }
+            if !self.prefill_cancellable(&[id], cancel)? {
+                stats.stop_reason = StopReason::Cancelled;
+                break;
             }
+            logits.copy_from_slice(self.last_logits.as_deref().unwrap_or_default());
         }
         stats.generation_time = t1.elapsed();
         Ok(stats)
+    }
+}
+
+/// A NaN or infinite logit means broken weights or a corrupted cache: sampling would quietly
+/// pick token 0 ("!") forever, so the generation stops with an error instead.
+fn check_finite(logits: &[f32], position: usize) -> Result<()> {
+    match crate::ops::first_non_finite(logits) {
+        None => Ok(()),
+        Some((token, value)) => Err(Error::NonFinite {
+            what: format!(
+                "logit of token {token} after position {position} (the weights or the KV cache hold NaN or infinity)"
+            ),
+            value,
+        }),
     }
 }
 

@@ -186,6 +186,30 @@ fn tied_head_is_accepted_and_refusals_name_the_tensor() {
     assert!(err.contains("activation_function") && err.contains("config.json"), "{err}");
 }
 
+/// A safetensors header whose size for one tensor disagrees with its shape: the error names the
+/// file and the tensor (safetensors itself only says "invalid shape, data type, or offset").
+#[test]
+fn safetensors_errors_name_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bad-st");
+    write_folder(&dir, &mini_config(), &mini_tensors(), Dtype::F32, 1);
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    // Same length, so every offset stays valid: only this tensor's shape changes.
+    let tensor = "transformer.h.1.attn.c_proj.bias";
+    let at = header.find(&format!("\"{tensor}\"")).unwrap();
+    let shape_at = at + header[at..].find("\"shape\":[").unwrap() + 9;
+    let mut patched = bytes.clone();
+    assert!(patched[8 + shape_at].is_ascii_digit());
+    patched[8 + shape_at] = if patched[8 + shape_at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&path, patched).unwrap();
+    let err = convert_dir(&dir, &tmp.path().join("out.gguf")).unwrap_err().to_string();
+    assert!(err.contains(tensor) && err.contains("model.safetensors"), "{err}");
+    println!("{err}");
+}
+
 /// btlm-mini's tensors with the tied head, in the order a state dict lists them.
 fn mini_state(dtype: torch_bin::Dtype) -> torch_bin::TorchBin {
     let list: Vec<(String, Vec<usize>, Vec<f32>)> =
@@ -298,6 +322,13 @@ fn broken_pytorch_checkpoints_are_refused_by_name() {
     layout.storages[i].numel = state.tensors.iter().find(|t| t.storage == i).unwrap().shape.iter().product();
     layout.write_with(&short.join("pytorch_model.bin"), |k, out| out.write_all(&state.storages[k].1)).unwrap();
     refuse("storage shorter than its tensor", &short, &["transformer.h.1.mlp.c_proj.weight"]);
+
+    let nan = mini_folder(&tmp.path().join("nan"));
+    let mut state = mini_state(T::BF16);
+    let i = state.tensors.iter().find(|t| t.name == "transformer.h.0.attn.c_attn.weight").unwrap().storage;
+    state.storages[i].1[6..8].copy_from_slice(&bf16::NAN.to_le_bytes());
+    state.write(&nan.join("pytorch_model.bin")).unwrap();
+    refuse("NaN in a weight", &nan, &["transformer.h.0.attn.c_attn.weight", "element 3", "NaN"]);
 
     let missing = mini_folder(&tmp.path().join("missing-shard"));
     let state = mini_state(T::BF16);

@@ -115,6 +115,45 @@ fn each_corruption_has_its_own_error() {
     }
 }
 
+/// Messages that say what is actually wrong (issue 12, item 13).
+#[test]
+fn messages_name_the_real_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = base_file(tmp.path());
+    let msg = |mutate: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        mutate(&mut b);
+        load_err(tmp.path(), &b).to_string()
+    };
+    // A negative token type: the entry and its value, not "expected array of i32".
+    let m = msg(&|b| {
+        let key = b"tokenizer.ggml.token_type";
+        let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 4 + 4 + 8;
+        b[at + 8..at + 12].copy_from_slice(&(-7i32).to_le_bytes());
+    });
+    assert!(m.contains("entry 2 is -7") && m.contains("token_type"), "{m}");
+    println!("{m}");
+    // A 2^63 dimension: an overflow, not "not a multiple of the block size 1".
+    for i in [0, 1] {
+        let m = msg(&|b| {
+            let (dims, _, _) = entry_fields(b, "blk.0.attn_qkv.weight");
+            b[dims + 4 + 8 * i..dims + 12 + 8 * i].copy_from_slice(&(1u64 << 63).to_le_bytes());
+        });
+        assert!(m.contains("size overflows") && m.contains("blk.0.attn_qkv.weight"), "dim {i}: {m}");
+        println!("{m}");
+    }
+    // A directory: said so, not "No such device".
+    match Model::load(tmp.path()) {
+        Err(e @ Error::Io { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("is a directory") && m.contains("convert"), "{m}");
+            println!("{m}");
+        }
+        Err(e) => panic!("directory: wrong error {e}"),
+        Ok(_) => panic!("loaded a directory"),
+    }
+}
+
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
     match Model::load("/nonexistent/model.gguf") {

@@ -17,7 +17,7 @@ fn load(f: &Fixture, tmp: &std::path::Path) -> Arc<Model> {
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens: n, sampling: SamplingParams::greedy(), stop: vec![], stop_at_eos: false }
+    GenerateOptions { max_tokens: n, sampling: SamplingParams::greedy(), stop_at_eos: false, ..Default::default() }
 }
 
 fn opts(n_ctx: usize, kv: KvType) -> SessionOptions {
@@ -48,7 +48,7 @@ fn quantized_caches_track_the_f32_cache() {
         let v = model.hparams.n_vocab;
         for (kv, bound) in [(KvType::F16, 2e-3), (KvType::Q8_0, 3e-2), (KvType::Q4, 0.5)] {
             let mut s = Session::new(model.clone(), &opts(128, kv)).unwrap();
-            let last = s.prefill(&g.input_ids).unwrap().unwrap().to_vec();
+            let last = s.prefill(&g.input_ids).unwrap().to_vec();
             let err = max_abs_diff(&last, &g.logits_last4.data[3 * v..]);
             println!("{name:<16} {:<5} cache: last prompt logits within {err:.2e} of the reference", kv.name());
             assert!(err <= bound, "{name} {}: {err}", kv.name());
@@ -79,7 +79,7 @@ fn dynamic_interpolation_runs_past_three_times_the_training_length() {
         let stats = s.generate_ids(&prompt, &greedy(train), &mut |_| true).unwrap();
         assert_eq!(stats.generated_tokens, train);
         assert_eq!(s.tokens().len(), 3 * train);
-        let l = s.prefill(&[]).unwrap().unwrap().to_vec();
+        let l = s.prefill(&[]).unwrap().to_vec();
         assert!(l.iter().all(|v| v.is_finite()));
         logits.push(l);
     }
@@ -144,16 +144,16 @@ fn save_and_restore_continue_bit_identically() {
         run_ids(&mut a, &g.input_ids, 8);
         let file = tmp.path().join(format!("chat-{}.plms", kv.name()));
         a.save(&file).unwrap();
-        let before = a.prefill(&[]).unwrap().unwrap().to_vec();
+        let before = a.prefill(&[]).unwrap().to_vec();
         let cont_a = run_ids(&mut a, &[], 8);
 
         let mut b = Session::new(model.clone(), &opts(128, kv)).unwrap();
         b.restore(&file).unwrap();
-        assert_eq!(b.prefill(&[]).unwrap().unwrap(), before.as_slice(), "restored logits are bit-identical");
+        assert_eq!(b.prefill(&[]).unwrap(), before.as_slice(), "restored logits are bit-identical");
         let cont_b = run_ids(&mut b, &[], 8);
         assert_eq!(cont_a, cont_b, "{}: continuation after restore", kv.name());
-        let la = a.prefill(&[]).unwrap().unwrap().to_vec();
-        let lb = b.prefill(&[]).unwrap().unwrap().to_vec();
+        let la = a.prefill(&[]).unwrap().to_vec();
+        let lb = b.prefill(&[]).unwrap().to_vec();
         assert!(la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()), "bit-identical continuation");
     }
 

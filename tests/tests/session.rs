@@ -15,7 +15,7 @@ fn load(f: &Fixture, tmp: &std::path::Path) -> Arc<Model> {
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens, sampling: SamplingParams::greedy(), stop: vec![], stop_at_eos: false }
+    GenerateOptions { max_tokens, sampling: SamplingParams::greedy(), stop_at_eos: false, ..Default::default() }
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn chunked_prefill_and_generation_match_the_reference() {
         for (kv, n_batch) in [(KvType::F32, 7), (KvType::F32, 1000), (KvType::F16, 5)] {
             let opts = SessionOptions { n_ctx: 160, kv_type: kv, n_batch, ..Default::default() };
             let mut s = Session::new(model.clone(), &opts).unwrap();
-            let last = s.prefill(&g.input_ids).unwrap().unwrap().to_vec();
+            let last = s.prefill(&g.input_ids).unwrap().to_vec();
             let err = max_abs_diff(&last, &g.logits_last4.data[3 * v..]);
             let bound = if kv == KvType::F32 { 1e-4 } else { 2e-2 };
             assert!(err <= bound, "{name} {kv:?} batch {n_batch}: last prompt logits off by {err}");
@@ -56,7 +56,8 @@ fn cancel_from_another_thread_stops_generation_and_keeps_the_session_usable() {
     let model = load(&primary(), tmp.path());
     let g = golden(&primary());
     let mut s = Session::new(model, &SessionOptions { n_ctx: 4096, ..Default::default() }).unwrap();
-    let cancel = s.cancel_handle();
+    let opts = greedy(3000);
+    let cancel = opts.cancel.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let canceller = std::thread::spawn(move || {
         rx.recv().unwrap();
@@ -64,7 +65,7 @@ fn cancel_from_another_thread_stops_generation_and_keeps_the_session_usable() {
     });
     let mut n = 0;
     let stats = s
-        .generate_ids(&g.input_ids, &greedy(3000), &mut |_| {
+        .generate_ids(&g.input_ids, &opts, &mut |_| {
             n += 1;
             if n == 5 {
                 tx.send(()).unwrap();
@@ -86,6 +87,44 @@ fn cancel_from_another_thread_stops_generation_and_keeps_the_session_usable() {
     })
     .unwrap();
     assert_eq!(ids, g.greedy_ids);
+}
+
+/// A cancel issued before the call starts is never lost (each call has its own token), and
+/// belongs to that call only: the next call with a fresh token runs normally.
+#[test]
+fn a_cancel_before_the_call_stops_it_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load(&primary(), tmp.path());
+    let g = golden(&primary());
+    let mut s = Session::new(model, &SessionOptions::default()).unwrap();
+    let opts = greedy(16);
+    opts.cancel.cancel();
+    let stats = s.generate_ids(&g.input_ids, &opts, &mut |_| panic!("a token after the cancel")).unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert_eq!((stats.generated_tokens, s.tokens().len()), (0, 0), "not even the prompt was read");
+    let mut ids = Vec::new();
+    s.generate_ids(&g.input_ids, &greedy(16), &mut |id| {
+        ids.push(id);
+        true
+    })
+    .unwrap();
+    assert_eq!(ids, g.greedy_ids);
+    // Cancelled while the prompt is read (a long prompt in small batches, cancelled from
+    // another thread during it): the chunks read before stay, the session stays usable.
+    let long: Vec<u32> = g.input_ids.iter().cycle().take(1500).copied().collect();
+    let opts = greedy(16);
+    let (cancel, count, base) = (opts.cancel.clone(), s.token_count_handle(), s.tokens().len());
+    let watcher = std::thread::spawn(move || {
+        while count.load(std::sync::atomic::Ordering::Relaxed) < base + 256 {
+            std::thread::yield_now();
+        }
+        cancel.cancel();
+    });
+    let stats = s.generate_ids(&long, &opts, &mut |_| true).unwrap();
+    watcher.join().unwrap();
+    assert_eq!(stats.stop_reason, StopReason::Cancelled);
+    assert!(s.tokens().len() < base + long.len(), "stopped inside the prompt: {}", s.tokens().len());
+    assert!(s.last_logits().is_none());
 }
 
 #[test]
@@ -150,8 +189,8 @@ fn sampling_is_reproducible_with_a_seed() {
         let opts = GenerateOptions {
             max_tokens: 12,
             sampling: SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() },
-            stop: vec![],
             stop_at_eos: false,
+            ..Default::default()
         };
         let mut ids = Vec::new();
         s.generate_ids(&g.input_ids, &opts, &mut |id| {

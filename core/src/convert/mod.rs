@@ -128,6 +128,9 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
         &mut |name| {
             let s = by_name.get(name).ok_or_else(|| ConvertError::MissingTensor(name.into()))?;
             let data = ckpt.read_f32(&s.hf_name)?;
+            if let Some((index, value)) = crate::ops::first_non_finite(&data) {
+                return Err(ConvertError::NonFinite { tensor: s.hf_name.clone(), index, value }.into());
+            }
             let hf = s.hf_shape();
             Ok(if s.transpose { encode::transpose(&data, hf[0], hf[1]) } else { data })
         },

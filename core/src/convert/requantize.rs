@@ -31,6 +31,9 @@ pub fn requantize(input: &Path, out: &Path, preset: Preset, progress: &mut dyn F
             for (r, o) in data.chunks_exact_mut(cols).enumerate() {
                 dequantize_row(t.ty, &bytes[r * row_bytes..(r + 1) * row_bytes], o);
             }
+            if let Some((index, value)) = crate::ops::first_non_finite(&data) {
+                return Err(file.err(GgufError::NonFiniteTensor { tensor: name.into(), index, value }));
+            }
             Ok(data)
         },
         progress,

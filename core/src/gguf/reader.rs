@@ -246,9 +246,10 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError
         return Err(bad("a dimension is zero".into()));
     }
     let (block_elems, _) = ty.block();
-    let row = ty
-        .row_bytes(dims[0])
-        .ok_or_else(|| bad(format!("row length {} is not a multiple of the {ty} block size {block_elems}", dims[0])))?;
+    if dims[0] % block_elems != 0 {
+        return Err(bad(format!("row length {} is not a multiple of the {ty} block size {block_elems}", dims[0])));
+    }
+    let row = ty.row_bytes(dims[0]).ok_or_else(|| bad("size overflows".into()))?;
     dims[1..]
         .iter()
         .try_fold(row, |acc, &d| acc.checked_mul(d))

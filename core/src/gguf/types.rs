@@ -219,6 +219,21 @@ impl MetaValue {
         }
     }
 
+    /// Any integer type that fits in i64 (for values that may be negative).
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            MetaValue::U8(v) => Some(v.into()),
+            MetaValue::U16(v) => Some(v.into()),
+            MetaValue::U32(v) => Some(v.into()),
+            MetaValue::U64(v) => i64::try_from(v).ok(),
+            MetaValue::I8(v) => Some(v.into()),
+            MetaValue::I16(v) => Some(v.into()),
+            MetaValue::I32(v) => Some(v.into()),
+            MetaValue::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             MetaValue::F32(v) => Some(v.into()),

@@ -248,8 +248,25 @@ impl KvCache {
                 bytes.len()
             )));
         }
+        // Checked before anything is copied, so a bad file leaves the cache as it was.
+        let slots = self.n_layer * self.n_head;
+        for slot in 0..slots {
+            let at = 2 * per * slot;
+            let (k, v) = (&bytes[at..at + per], &bytes[at + per..at + 2 * per]);
+            if let Some(value) = self.k.first_non_finite(n, k).or_else(|| self.v.first_non_finite(n, v)) {
+                let (layer, head) = (slot / self.n_head, slot % self.n_head);
+                return Err(Error::NonFinite { what: format!("saved KV cache (layer {layer}, head {head})"), value });
+            }
+        }
+        if let Some(x) = bytes[2 * per * slots..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .find(|x| !x.is_finite())
+        {
+            return Err(Error::NonFinite { what: "saved KV cache key norms".into(), value: x });
+        }
         let mut at = 0;
-        for slot in 0..self.n_layer * self.n_head {
+        for slot in 0..slots {
             self.k.import(slot, n, &bytes[at..at + per]);
             self.v.import(slot, n, &bytes[at + per..at + 2 * per]);
             at += 2 * per;

@@ -165,6 +165,23 @@ impl Store {
         }
     }
 
+    /// The first non-finite number in `bytes` (what [`Store::export`] wrote for `n`
+    /// positions), if any: among the floats, or the scales of the quantized types (their
+    /// codes are integers).
+    pub(super) fn first_non_finite(&self, n: usize, bytes: &[u8]) -> Option<f32> {
+        let (a, b) = self.span(0, n);
+        let f16s =
+            |b: &[u8]| b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).find(|x| !x.is_finite());
+        let f32s =
+            |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).find(|x| !x.is_finite());
+        match &self.data {
+            Data::F32(_) => f32s(bytes),
+            Data::F16(_) => f16s(bytes),
+            Data::Q8(..) => f32s(&bytes[..(b - a) / self.d * 4]),
+            Data::Q4(..) => f16s(&bytes[..(b - a) / 16 * 2]),
+        }
+    }
+
     /// Inverse of [`Store::export`]; `bytes` is exactly what it wrote for `n`.
     pub(super) fn import(&mut self, slot: usize, n: usize, bytes: &[u8]) {
         let (a, b) = self.span(slot, n);

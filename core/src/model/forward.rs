@@ -63,6 +63,7 @@ impl Model {
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= hp.n_vocab) {
             return Err(Error::TokenOutOfRange { id, vocab: hp.n_vocab });
         }
+        self.file.check_unchanged()?;
         let alibi_scale = scaling.scale(n_keys.max(pos0 + n));
 
         // 1. Embedding, scaled by muP's embeddings multiplier.
@@ -100,6 +101,8 @@ impl Model {
             matmul(self.mat(&l.down.w), Some(self.vector(&l.down.b)), &up, n, &mut proj);
             h.iter_mut().zip(&proj).for_each(|(h, p)| *h += p);
         }
+        // Before the cache takes the new keys: a pass that read a changing file leaves no trace.
+        self.file.check_unchanged()?;
         cache.advance(n);
 
         // 4. Final LN and the tied LM head, scaled by muP's output multiplier.
@@ -114,6 +117,7 @@ impl Model {
         let mut logits = vec![0f32; m * hp.n_vocab];
         matmul(emb, None, &hn, m, &mut logits);
         logits.iter_mut().for_each(|v| *v *= hp.out_scale);
+        self.file.check_unchanged()?;
         Ok(Ok(logits))
     }
 }

@@ -147,7 +147,18 @@ impl<'a> Loader<'a> {
                 ty: format!("{} (vectors must be F32)", t.ty),
             });
         }
-        Ok(Vector(self.range(t)))
+        let range = self.range(t);
+        // Cheap (vectors are a few KB) and worth it: one NaN in a norm or bias turns every
+        // output into NaN. The big matrices are checked when they are written (convert,
+        // quantize) and, at run time, through the logits.
+        let floats: Vec<f32> = self.file.bytes()[range.clone()]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if let Some((index, value)) = crate::ops::first_non_finite(&floats) {
+            return Err(GgufError::NonFiniteTensor { tensor: name.into(), index, value });
+        }
+        Ok(Vector(range))
     }
 
     fn linear(&mut self, i: usize, what: &str) -> Result<Linear, GgufError> {

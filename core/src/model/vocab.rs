@@ -58,10 +58,10 @@ pub fn from_gguf(h: &GgufHeader) -> Result<TokenizerSpec, GgufError> {
     };
     let token_types = match h.get(TOKEN_TYPE) {
         None => vec![],
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|x| x.as_f64().map(|f| f as i32)).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| wrong(TOKEN_TYPE, "array of i32", v))?,
+        Some(v) => token_types(v, tokens.len()).map_err(|why| match why {
+            None => wrong(TOKEN_TYPE, "array of integers", v),
+            Some(why) => GgufError::InvalidValue { key: TOKEN_TYPE.into(), why },
+        })?,
     };
     let id = |k: &str| -> Result<Option<u32>, GgufError> {
         match h.get(k) {
@@ -73,4 +73,25 @@ pub fn from_gguf(h: &GgufHeader) -> Result<TokenizerSpec, GgufError> {
         }
     };
     Ok(TokenizerSpec { model, bos_id: id(BOS)?, eos_id: id(EOS)?, tokens, merges, token_types })
+}
+
+/// llama.cpp's token types: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined,
+/// 5 unused, 6 byte.
+const TOKEN_TYPES: std::ops::RangeInclusive<i64> = 0..=6;
+
+/// The `token_type` array, one valid type per token. `Err(None)`: not an array of integers;
+/// `Err(Some(why))`: integers, but not valid ones.
+fn token_types(v: &MetaValue, n_tokens: usize) -> Result<Vec<i32>, Option<String>> {
+    let a = v.as_array().ok_or(None)?;
+    if a.len() != n_tokens {
+        return Err(Some(format!("has {} entries for {n_tokens} tokens", a.len())));
+    }
+    a.iter()
+        .enumerate()
+        .map(|(i, x)| match x.as_i64() {
+            Some(t) if TOKEN_TYPES.contains(&t) => Ok(t as i32),
+            Some(t) => Err(Some(format!("entry {i} is {t}; token types are 0..=6 (normal 1, control 3, byte 6, ...)"))),
+            None => Err(Some(format!("entry {i} is {}, not an integer", x.summary()))),
+        })
+        .collect()
 }

@@ -5,6 +5,12 @@ pub mod attention;
 pub mod matmul;
 pub mod norm;
 
+/// The first NaN or infinity in `xs` (index and value): weights, caches and logits must be
+/// finite, and one that is not spreads to every later result.
+pub fn first_non_finite(xs: &[f32]) -> Option<(usize, f32)> {
+    xs.iter().copied().enumerate().find(|(_, x)| !x.is_finite())
+}
+
 /// SiLU(gate) * up, in place into `up` (BTLM's SwiGLU: c_fc2 is the gate, c_fc the linear branch).
 pub fn swiglu(up: &mut [f32], gate: &[f32]) {
     for (u, &g) in up.iter_mut().zip(gate) {

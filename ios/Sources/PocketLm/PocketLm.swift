@@ -3,8 +3,8 @@
 // The generated API is synchronous and blocking (a generation takes seconds to minutes) and
 // streams through a callback protocol. Apps want async/await and AsyncSequence, and must never
 // block the main actor or Swift concurrency's small cooperative thread pool. This file adapts
-// one to the other and owns the cancellation protocol, which is the subtle part (see
-// `NativeCall`).
+// one to the other. Cancellation needs no protocol of its own: each call gets a `CancelToken`
+// made before it starts, so a cancel at any moment reaches it.
 //
 // The generated value types (`ModelOptions`, `SessionOptions`, `GenerateOptions`, `ModelInfo`,
 // `GenerationStats`, `GenerationResult`, `StopReason`, `PocketLmError`) are used as they are.
@@ -63,14 +63,16 @@ public final class PocketLmModel: Sendable {
 
 /// One conversation. Each `generate` appends the prompt and the answer to it.
 ///
-/// One call runs at a time: a second `generate`, `generateIds` or `reset` while one is running
-/// throws `PocketLmError.Busy` instead of queueing, because silently serialising two answers
-/// into one conversation is never what a UI meant. The exception is a call that was already
-/// cancelled and is only winding down (at most one layer of work): a new call waits for it,
-/// so "stop, then send" works without the app having to wait for anything.
+/// One call runs at a time: a second `generate` or `generateIds` while one is running throws
+/// `PocketLmError.Busy` instead of queueing, because silently serialising two answers into one
+/// conversation is never what a UI meant. The exception is a call that was already cancelled
+/// and is only winding down (at most one layer of work): a new call waits for it, so "stop,
+/// then send" works without the app having to wait for anything.
 public final class PocketLmSession: Sendable {
     let raw: Session
-    private let state = Locked(SessionState())
+    /// Cancel tokens of the calls started through this wrapper that have not ended yet.
+    private let calls = Locked([ObjectIdentifier: CancelToken]())
+    private let stats = Locked<GenerationStats?>(nil)
 
     /// Tokens of context this session was created with (prompt + answers).
     public let contextSize: Int
@@ -82,9 +84,10 @@ public final class PocketLmSession: Sendable {
 
     /// Statistics of the last generation that ended (finished, stopped or cancelled), as
     /// reported by the runtime at its end. Set before the stream finishes, so it is current
-    /// when a `for try await` loop over `generate` exits.
+    /// when a `for try await` loop over `generate` exits. A call that failed (it threw) does
+    /// not change it.
     public var lastStats: GenerationStats? {
-        state.withLock { $0.lastStats }
+        stats.withLock { $0 }
     }
 
     /// Tokens in the conversation so far (prompts and answers). Updated live while a
@@ -111,31 +114,17 @@ public final class PocketLmSession: Sendable {
         // Unbounded buffer: pieces are small and come slower than any UI reads them, and a
         // bounded one would drop text (AsyncStream cannot slow the native loop down).
         let (stream, continuation) = AsyncThrowingStream<String, Error>.makeStream()
-        let call: NativeCall
-        let previous: NativeCall?
-        do {
-            (call, previous) = try begin()
-        } catch {
-            continuation.finish(throwing: error)
-            return stream
-        }
+        let token = begin()
         // Any termination (consumer cancelled, loop exited, stream dropped, or our own finish)
         // cancels the call; after the call is done it is a no-op.
-        continuation.onTermination = { _ in call.cancel() }
-        let sink = StreamSink(continuation: continuation, call: call, state: state)
+        continuation.onTermination = { _ in token.cancel() }
+        let sink = StreamSink(continuation: continuation, token: token, stats: stats)
         BackgroundThread.start(name: "PocketLm.generate") { [self] in
-            guard enter(call, after: previous) else {
-                recordStats(.cancelledBeforeStart)
-                end(call)
-                continuation.finish()
-                return
-            }
+            defer { end(token) }
             do {
-                _ = try raw.generate(prompt: prompt, options: options, stream: sink)
-                end(call)  // free the session before the consumer sees the end
+                _ = try raw.generate(prompt: prompt, options: options, stream: sink, cancel: token)
                 continuation.finish()
             } catch {
-                end(call)
                 continuation.finish(throwing: error)
             }
         }
@@ -144,99 +133,51 @@ public final class PocketLmSession: Sendable {
 
     /// Generates from token ids and returns the generated ids with the statistics.
     ///
-    /// Runs on its own thread. Cancelling the calling `Task` cancels the native generation:
-    /// it then returns what was generated so far (`stats.stopReason == .cancelled`), or
-    /// throws `CancellationError` if it was cancelled before it started.
+    /// Runs on its own thread. Cancelling the calling `Task` cancels the native generation,
+    /// which then returns what was generated so far (`stats.stopReason == .cancelled`; no
+    /// tokens if it was cancelled before it started).
     public func generateIds(
         _ prompt: [UInt32],
         options: GenerateOptions = GenerateOptions()
     ) async throws -> GenerationResult {
-        let (call, previous) = try begin()
+        let token = begin()
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<GenerationResult, Error>) in
-                BackgroundThread.start(name: "PocketLm.generateIds") { [self] in
-                    guard enter(call, after: previous) else {
-                        recordStats(.cancelledBeforeStart)
-                        end(call)
-                        cont.resume(throwing: CancellationError())
-                        return
-                    }
-                    let result = Result { try raw.generateIds(prompt: prompt, options: options) }
-                    if case .success(let r) = result {
-                        recordStats(r.stats)
-                    }
-                    end(call)
-                    cont.resume(with: result)
-                }
+            try await BackgroundThread.run(name: "PocketLm.generateIds") { [self] in
+                defer { end(token) }
+                let result = try raw.generateIds(prompt: prompt, options: options, cancel: token)
+                stats.withLock { $0 = result.stats }
+                return result
             }
         } onCancel: {
-            call.cancel()
+            token.cancel()
         }
     }
 
-    /// Stops the running generation, if any, from any thread. The stream then finishes
-    /// normally with `lastStats.stopReason == .cancelled`.
+    /// Stops the generations started on this session that have not ended yet, from any
+    /// thread, including one whose thread has not reached the runtime. Their streams then
+    /// finish normally with `lastStats.stopReason == .cancelled`.
     public func cancel() {
-        state.withLock { $0.current }?.cancel()
+        for token in calls.withLock({ Array($0.values) }) {
+            token.cancel()
+        }
+        raw.cancel()
     }
 
-    /// Forgets the conversation (the context memory is kept for the next one).
-    ///
-    /// - Throws: `PocketLmError.Busy` while a generation runs. If the running generation was
-    ///   cancelled, waits for it to wind down (at most one layer of work) instead.
+    /// Forgets the conversation (the context memory is kept for the next one). A running
+    /// generation is cancelled and waited for first (at most one layer of work).
     public func reset() throws {
-        let (call, previous) = try begin(cancellable: false)
-        defer { end(call) }
-        previous?.waitUntilDone()
-        _ = call.enterNative()
+        cancel()
         try raw.reset()
     }
 
-    // MARK: ownership of the session
-
-    /// Makes a new call the owner of the session. A live owner means Busy; an owner that was
-    /// cancelled (or just finished) is replaced, and returned so the new call can wait for it
-    /// to leave the native code first.
-    private func begin(cancellable: Bool = true) throws -> (NativeCall, previous: NativeCall?) {
-        try state.withLock { s in
-            if let current = s.current, !current.isCancelledOrDone {
-                throw PocketLmError.Busy(message: "another call is running on this session")
-            }
-            let call = NativeCall(session: raw, cancellable: cancellable)
-            let previous = s.current
-            s.current = call
-            return (call, previous)
-        }
+    private func begin() -> CancelToken {
+        let token = CancelToken()
+        calls.withLock { $0[ObjectIdentifier(token)] = token }
+        return token
     }
 
-    /// On the worker thread: waits for a cancelled predecessor to leave the native code, then
-    /// lets `call` start unless it was cancelled meanwhile.
-    private func enter(_ call: NativeCall, after previous: NativeCall?) -> Bool {
-        previous?.waitUntilDone()
-        guard call.enterNative() else { return false }
-        #if DEBUG
-        testHookBeforeNative.withLock { $0 }?()
-        #endif
-        return true
-    }
-
-    #if DEBUG
-    /// Tests only: runs right before the native call, to hit the window in which the runtime
-    /// would wipe a plain `session.cancel()` (see `NativeCall`).
-    let testHookBeforeNative = Locked<(@Sendable () -> Void)?>(nil)
-    #endif
-
-    private func end(_ call: NativeCall) {
-        call.markDone()
-        state.withLock { s in
-            if s.current === call {
-                s.current = nil
-            }
-        }
-    }
-
-    fileprivate func recordStats(_ stats: GenerationStats) {
-        state.withLock { $0.lastStats = stats }
+    private func end(_ token: CancelToken) {
+        calls.withLock { $0[ObjectIdentifier(token)] = nil }
     }
 }
 
@@ -245,125 +186,29 @@ public final class PocketLmSession: Sendable {
 /// Receives the native callbacks (on a runtime worker thread) and feeds the stream.
 private final class StreamSink: TokenStream, Sendable {
     let continuation: AsyncThrowingStream<String, Error>.Continuation
-    let call: NativeCall
-    let state: Locked<SessionState>
+    let token: CancelToken
+    let stats: Locked<GenerationStats?>
 
-    init(continuation: AsyncThrowingStream<String, Error>.Continuation, call: NativeCall, state: Locked<SessionState>) {
+    init(continuation: AsyncThrowingStream<String, Error>.Continuation, token: CancelToken, stats: Locked<GenerationStats?>) {
         self.continuation = continuation
-        self.call = call
-        self.state = state
+        self.token = token
+        self.stats = stats
     }
 
     func onText(text: String) {
         // Nothing after a cancel: the consumer asked to stop, even if the runtime is still
         // finishing its current layer.
-        if !call.isCancelledOrDone {
+        if !token.isCancelled() {
             continuation.yield(text)
         }
     }
 
     func onFinish(stats: GenerationStats) {
-        state.withLock { $0.lastStats = stats }
-    }
-}
-
-/// One native call on a session and the cancellation protocol around it.
-///
-/// Why this is not just `session.cancel()`: the runtime clears a session's cancel flag when a
-/// generation starts (so a stale cancel cannot kill the next answer). A cancel that arrives
-/// between the moment this thread decides to call into Rust and the moment Rust clears the
-/// flag would be wiped, and the whole answer would be generated. So:
-/// * before the native call starts, a cancel is only recorded, and the call never starts;
-/// * once it has started, `cancel()` calls `session.cancel()` and keeps re-issuing it (every
-///   millisecond, on a short-lived thread) until the native call returns, which it does
-///   within one layer of work after the first cancel that lands after the flag was cleared.
-/// Re-issuing is only done while this call is inside the native code and the session is
-/// owned by it (the next call waits for `markDone`), so it can never cancel a later call.
-final class NativeCall: @unchecked Sendable {
-    // All mutable state is guarded by `condition`, hence @unchecked Sendable.
-    private enum Phase { case pending, native, done }
-    private let condition = NSCondition()
-    private var phase = Phase.pending
-    private var cancelRequested = false
-    private let session: Session
-    private let cancellable: Bool
-
-    init(session: Session, cancellable: Bool) {
-        self.session = session
-        self.cancellable = cancellable
-    }
-
-    var isCancelledOrDone: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return cancelRequested || phase == .done
-    }
-
-    func cancel() {
-        condition.lock()
-        defer { condition.unlock() }
-        guard cancellable, !cancelRequested, phase != .done else { return }
-        cancelRequested = true
-        if phase == .native {
-            session.cancel()
-            startReissuingCancel()
+        // A failed call reports its error through the stream instead.
+        if stats.stopReason != .error {
+            self.stats.withLock { $0 = stats }
         }
     }
-
-    /// Called on the worker thread right before the native call. False if the call was
-    /// cancelled already: then it must not start (and is marked done).
-    func enterNative() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        if cancelRequested {
-            phase = .done
-            condition.broadcast()
-            return false
-        }
-        phase = .native
-        return true
-    }
-
-    func markDone() {
-        condition.lock()
-        phase = .done
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func waitUntilDone() {
-        condition.lock()
-        while phase != .done {
-            condition.wait()
-        }
-        condition.unlock()
-    }
-
-    private func startReissuingCancel() {
-        BackgroundThread.start(name: "PocketLm.cancel") { [self] in
-            condition.lock()
-            while phase == .native {
-                session.cancel()
-                // Woken at once by markDone; otherwise try again in 1 ms.
-                _ = condition.wait(until: Date(timeIntervalSinceNow: 0.001))
-            }
-            condition.unlock()
-        }
-    }
-}
-
-/// The lock-protected part of a session, shared with its stream sinks.
-private struct SessionState {
-    /// The call that owns the session, if any (possibly still winding down after a cancel).
-    var current: NativeCall?
-    var lastStats: GenerationStats?
-}
-
-extension GenerationStats {
-    /// What `lastStats` reports for a generation cancelled before it reached the runtime.
-    static let cancelledBeforeStart = GenerationStats(
-        promptTokens: 0, generatedTokens: 0, promptTokensPerSecond: 0,
-        generationTokensPerSecond: 0, stopReason: .cancelled)
 }
 
 /// A value behind a lock. (`Synchronization.Mutex` needs iOS 18 / macOS 15.)

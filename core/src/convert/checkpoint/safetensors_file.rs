@@ -4,7 +4,7 @@ use super::{Shard, StoredDtype};
 use crate::error::{ConvertError, Error, Result};
 use memmap2::Mmap;
 use safetensors::tensor::Metadata;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::Path;
@@ -26,7 +26,7 @@ impl SafetensorsShard {
         // SAFETY: read-only map of a checkpoint we only read during conversion.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         // `deserialize` validates every tensor's offsets against the file; keep the metadata.
-        SafeTensors::deserialize(&map).map_err(|e| st_err(path, e))?;
+        SafeTensors::deserialize(&map).map_err(|e| st_err(path, name_the_tensor(&map, e)))?;
         let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| st_err(path, e))?;
         Ok(SafetensorsShard { map, data_start: 8 + header_len, meta })
     }
@@ -41,6 +41,46 @@ impl Shard for SafetensorsShard {
         let info = self.meta.info(name).ok_or_else(|| ConvertError::MissingTensor(name.into()))?;
         let (start, end) = info.data_offsets;
         Ok(Cow::Borrowed(&self.map[self.data_start + start..self.data_start + end]))
+    }
+}
+
+/// Some safetensors errors (a size that does not match the shape, an offset past the end) do
+/// not say which tensor is wrong; find it in the JSON header, for the message only.
+fn name_the_tensor(map: &[u8], e: SafeTensorError) -> String {
+    if matches!(e, SafeTensorError::InvalidOffset(_)) {
+        return e.to_string(); // names it already
+    }
+    let header_len = map.get(..8).map_or(0, |n| u64::from_le_bytes(n.try_into().unwrap_or_default()) as usize);
+    let header = map
+        .get(8..8usize.saturating_add(header_len))
+        .and_then(|h| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(h).ok());
+    let Some(header) = header else { return e.to_string() };
+    let data_len = map.len() - 8 - header_len;
+    let culprit = header.iter().filter(|(k, _)| *k != "__metadata__").find_map(|(name, v)| {
+        let dtype = v.get("dtype")?.as_str()?;
+        let shape: Vec<u64> = v.get("shape")?.as_array()?.iter().map(|d| d.as_u64()).collect::<Option<_>>()?;
+        let offsets: Vec<u64> = v.get("data_offsets")?.as_array()?.iter().map(|d| d.as_u64()).collect::<Option<_>>()?;
+        let &[start, end] = offsets.as_slice() else {
+            return Some(format!("tensor {name:?}: data_offsets {offsets:?}"));
+        };
+        let bytes_per = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            _ => 1,
+        };
+        let need = shape.iter().try_fold(bytes_per, |a: u64, &d| a.checked_mul(d));
+        let bad = end < start || need != Some(end - start) || end > data_len as u64;
+        bad.then(|| {
+            let need = need.map_or("more than 2^64".into(), |n| n.to_string());
+            format!(
+                "tensor {name:?} ({dtype}, shape {shape:?}) needs {need} bytes; its data_offsets are [{start}, {end}]"
+            )
+        })
+    });
+    match culprit {
+        Some(c) => format!("{e}: {c}"),
+        None => e.to_string(),
     }
 }
 

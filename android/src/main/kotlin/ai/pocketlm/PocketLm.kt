@@ -2,7 +2,6 @@ package ai.pocketlm
 
 import java.util.concurrent.atomic.AtomicBoolean
 import kotlinx.coroutines.Dispatchers
-import kotlinx.coroutines.Job
 import kotlinx.coroutines.NonCancellable
 import kotlinx.coroutines.async
 import kotlinx.coroutines.channels.Channel
@@ -14,7 +13,7 @@ import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
-import kotlinx.coroutines.withTimeoutOrNull
+import uniffi.pocketlm.CancelToken
 import uniffi.pocketlm.GenerateOptions
 import uniffi.pocketlm.GenerationResult
 import uniffi.pocketlm.GenerationStats
@@ -23,6 +22,7 @@ import uniffi.pocketlm.ModelInfo
 import uniffi.pocketlm.ModelOptions
 import uniffi.pocketlm.Session
 import uniffi.pocketlm.SessionOptions
+import uniffi.pocketlm.StopReason
 import uniffi.pocketlm.TokenStream
 
 /**
@@ -67,7 +67,7 @@ class PocketLmModel private constructor(private val native: Model) : AutoCloseab
          *
          * @throws uniffi.pocketlm.PocketLmException.FileNotFound when [path] does not exist,
          *   `.InvalidModel` when the file is truncated or corrupted, `.WrongArchitecture` when it
-         *   is a GGUF of another model family; each `reason` names the file and the problem.
+         *   is a GGUF of another model family; each `message` names the file and the problem.
          */
         suspend fun load(path: String, options: ModelOptions = ModelOptions()): PocketLmModel =
             withContext(Dispatchers.IO) { PocketLmModel(Model.load(path, options)) }
@@ -79,12 +79,14 @@ class PocketLmModel private constructor(private val native: Model) : AutoCloseab
  *
  * A session runs one generation at a time; a second concurrent call fails at once with
  * [uniffi.pocketlm.PocketLmException.Busy] rather than queueing behind the first (queued
- * generations would make a "stop" button unpredictable). Use one session per concurrent
- * conversation; they share the model's weights.
+ * generations would make a "stop" button unpredictable), unless the first was cancelled: then
+ * the second waits for it to wind down. Use one session per concurrent conversation; they share
+ * the model's weights.
  *
- * To stop a generation, cancel the coroutine that collects [generate] (or calls [generateIds]):
- * the native generation stops within one token and the collection ends only once the native call
- * has returned, so the session is immediately reusable.
+ * To stop a generation, cancel the coroutine that collects [generate] (or calls [generateIds]).
+ * Each call has its own native [CancelToken], so a cancel is never lost, however early it comes;
+ * the native generation stops within one layer of work and the collection ends only once the
+ * native call has returned, so the session is immediately reusable.
  */
 class PocketLmSession internal constructor(private val native: Session) : AutoCloseable {
     private val closed = AtomicBoolean(false)
@@ -113,33 +115,34 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
      */
     fun generate(prompt: String, options: GenerateOptions = GenerateOptions()): Flow<String> =
         callbackFlow {
-            val finished = AtomicBoolean(false)
+            val cancel = CancelToken()
             val stream = object : TokenStream {
                 override fun onText(text: String) {
                     // Must never throw into native code. A closed channel means the collector is
                     // gone: stop generating text nobody reads.
-                    if (this@callbackFlow.trySendBlocking(text).isFailure) cancelNative()
+                    if (this@callbackFlow.trySendBlocking(text).isFailure) cancel.cancel()
                 }
 
                 override fun onFinish(stats: GenerationStats) {
-                    lastStats = stats
+                    // A failed call reports its error through the flow instead.
+                    if (stats.stopReason != StopReason.ERROR) lastStats = stats
                 }
             }
             val call = launch(Dispatchers.IO) {
                 try {
-                    native.generate(prompt, options, stream)
-                    finished.set(true)
+                    native.generate(prompt, options, stream, cancel)
                     channel.close()
                 } catch (e: Throwable) {
-                    finished.set(true)
                     channel.close(e)
                 }
             }
             try {
                 awaitClose()
             } finally {
-                // Collector cancelled before the native call returned.
-                if (!finished.get()) withContext(NonCancellable) { stopNative(call) }
+                // The collector is gone (or the call ended): stop the call and wait for it.
+                cancel.cancel()
+                withContext(NonCancellable) { call.join() }
+                cancel.close()
             }
         }.buffer(Channel.UNLIMITED)
 
@@ -151,19 +154,17 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
      */
     suspend fun generateIds(prompt: List<UInt>, options: GenerateOptions = GenerateOptions()): GenerationResult =
         coroutineScope {
-            val finished = AtomicBoolean(false)
+            val cancel = CancelToken()
             val call = async(Dispatchers.IO) {
-                try {
-                    // Recorded here, not by the caller: a cancelled caller never sees the result.
-                    native.generateIds(prompt, options).also { lastStats = it.stats }
-                } finally {
-                    finished.set(true)
-                }
+                // Recorded here, not by the caller: a cancelled caller never sees the result.
+                native.generateIds(prompt, options, cancel).also { lastStats = it.stats }
             }
             try {
                 call.await()
             } finally {
-                if (!finished.get()) withContext(NonCancellable) { stopNative(call) }
+                cancel.cancel()
+                withContext(NonCancellable) { call.join() }
+                cancel.close()
             }
         }
 
@@ -173,7 +174,8 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
 
     /**
      * Forgets the conversation but keeps the KV cache memory, which is cheaper than a new
-     * session. Fails with `Busy` while a generation runs.
+     * session. A running generation is cancelled first and waited for (at most one layer of
+     * work, so call it off the main thread).
      */
     fun reset() = native.reset()
 
@@ -187,33 +189,5 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
             native.cancel()
             native.close()
         }
-    }
-
-    /**
-     * Cancels the native call behind [call] and waits for it to return.
-     *
-     * The native cancel flag is cleared when a generation starts, so a cancel sent while the call
-     * is still on its way into native code would be lost and the generation would run to
-     * `maxTokens`. Repeating the cancel until the call has returned closes that window.
-     */
-    private suspend fun stopNative(call: Job) {
-        while (!call.isCompleted) {
-            cancelNative()
-            withTimeoutOrNull(CANCEL_RETRY_MS) { call.join() }
-        }
-    }
-
-    /** Like `native.cancel()`, but a no-op once [close] has freed the native session. */
-    private fun cancelNative() {
-        try {
-            native.cancel()
-        } catch (_: IllegalStateException) {
-            // Destroyed by close(), which cancelled already.
-        }
-    }
-
-    private companion object {
-        /** Retry period of [stopNative]; a cancel is one atomic store, so this costs nothing. */
-        const val CANCEL_RETRY_MS = 5L
     }
 }

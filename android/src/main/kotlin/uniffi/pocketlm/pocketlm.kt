@@ -711,6 +711,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_pocketlm_checksum_method_model_tokenize(
     ): Int
+    external fun uniffi_pocketlm_checksum_method_canceltoken_cancel(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_canceltoken_is_cancelled(
+    ): Int
     external fun uniffi_pocketlm_checksum_method_session_cancel(
     ): Int
     external fun uniffi_pocketlm_checksum_method_session_context_size(
@@ -728,6 +732,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_pocketlm_checksum_method_tokenstream_on_finish(
     ): Int
     external fun uniffi_pocketlm_checksum_constructor_model_load(
+    ): Int
+    external fun uniffi_pocketlm_checksum_constructor_canceltoken_new(
     ): Int
     external fun ffi_pocketlm_uniffi_contract_version(
     ): Int
@@ -764,6 +770,16 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_pocketlm_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_constructor_canceltoken_new(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_method_canceltoken_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_method_canceltoken_is_cancelled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_pocketlm_fn_clone_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_pocketlm_fn_free_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -772,9 +788,9 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_pocketlm_fn_method_session_context_size(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
-    external fun uniffi_pocketlm_fn_method_session_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`stream`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_pocketlm_fn_method_session_generate(`ptr`: Long,`prompt`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`stream`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_pocketlm_fn_method_session_generate_ids(`ptr`: Long,`prompt`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_pocketlm_fn_method_session_generate_ids(`ptr`: Long,`prompt`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_pocketlm_fn_method_session_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -921,19 +937,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_pocketlm_checksum_method_model_tokenize() and 0xFFFF) != 4943) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_session_cancel() and 0xFFFF) != 32631) {
+    if ((lib.uniffi_pocketlm_checksum_method_canceltoken_cancel() and 0xFFFF) != 11191) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_session_context_size() and 0xFFFF) != 23184) {
+    if ((lib.uniffi_pocketlm_checksum_method_canceltoken_is_cancelled() and 0xFFFF) != 16810) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_session_generate() and 0xFFFF) != 33735) {
+    if ((lib.uniffi_pocketlm_checksum_method_session_cancel() and 0xFFFF) != 17492) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_session_generate_ids() and 0xFFFF) != 33920) {
+    if ((lib.uniffi_pocketlm_checksum_method_session_context_size() and 0xFFFF) != 8103) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_session_reset() and 0xFFFF) != 53393) {
+    if ((lib.uniffi_pocketlm_checksum_method_session_generate() and 0xFFFF) != 42860) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_session_generate_ids() and 0xFFFF) != 55500) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_session_reset() and 0xFFFF) != 4095) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_method_session_token_count() and 0xFFFF) != 51545) {
@@ -942,10 +964,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_pocketlm_checksum_method_tokenstream_on_text() and 0xFFFF) != 42268) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_pocketlm_checksum_method_tokenstream_on_finish() and 0xFFFF) != 26451) {
+    if ((lib.uniffi_pocketlm_checksum_method_tokenstream_on_finish() and 0xFFFF) != 4035) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_constructor_model_load() and 0xFFFF) != 8673) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_constructor_canceltoken_new() and 0xFFFF) != 3210) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1404,6 +1429,301 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 //
 
 
+/**
+ * Stops one generation. Made by the app before the call and passed to it, so a cancel can
+ * never be lost: cancelled before the call starts, the call returns at once (`Cancelled`);
+ * during it, the generation stops within one layer of work. One token per call: once
+ * cancelled it stays cancelled.
+ */
+public interface CancelTokenInterface {
+    
+    /**
+     * Safe from any thread, any number of times.
+     */
+    fun `cancel`()
+    
+    fun `isCancelled`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * Stops one generation. Made by the app before the call and passed to it, so a cancel can
+ * never be lost: cancelled before the call starts, the call returns at once (`Cancelled`);
+ * during it, the generation stops within one layer of work. One token per call: once
+ * cancelled it stays cancelled.
+ */
+open class CancelToken: Disposable, AutoCloseable, CancelTokenInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    constructor() :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_constructor_canceltoken_new(
+    
+        _status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_pocketlm_fn_free_canceltoken(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_pocketlm_fn_clone_canceltoken(handle, status)
+        }
+    }
+
+    
+    /**
+     * Safe from any thread, any number of times.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_canceltoken_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    override fun `isCancelled`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_canceltoken_is_cancelled(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
+    override fun lower(value: CancelToken): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): CancelToken {
+        return CancelToken(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): CancelToken {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: CancelToken) = 8UL
+
+    override fun write(value: CancelToken, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
 public interface ModelInterface {
     
     fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
@@ -1735,26 +2055,31 @@ public object FfiConverterTypeModel: FfiConverter<Model, Long> {
 public interface SessionInterface {
     
     /**
-     * Stops a running generation (prompt or answer) as soon as the current layer finishes.
-     * Safe from any thread; a no-op when nothing runs.
+     * Stops the call running now, if any (a call that starts later is not affected: pass a
+     * `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
      */
     fun `cancel`()
     
+    /**
+     * Tokens of context (prompt + answers) the session was created with.
+     */
     fun `contextSize`(): kotlin.UInt
     
     /**
      * Generates an answer to `prompt` (appended to the conversation), streaming text to
-     * `stream`. Blocks until done: call it from a background thread.
+     * `stream`. Blocks until done: call it from a background thread. `cancel` stops it
+     * (see `CancelToken`).
      */
-    fun `generate`(`prompt`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream): GenerationStats
+    fun `generate`(`prompt`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream, `cancel`: CancelToken? = null): GenerationStats
     
     /**
      * Like `generate`, with the prompt as token ids and the generated ids returned.
      */
-    fun `generateIds`(`prompt`: List<kotlin.UInt>, `options`: GenerateOptions): GenerationResult
+    fun `generateIds`(`prompt`: List<kotlin.UInt>, `options`: GenerateOptions, `cancel`: CancelToken? = null): GenerationResult
     
     /**
-     * Forgets the conversation (keeps the memory).
+     * Forgets the conversation (keeps the memory). A running generation is cancelled and
+     * waited for (at most one layer of work) first.
      */
     fun `reset`()
     
@@ -1869,8 +2194,8 @@ open class Session: Disposable, AutoCloseable, SessionInterface
 
     
     /**
-     * Stops a running generation (prompt or answer) as soon as the current layer finishes.
-     * Safe from any thread; a no-op when nothing runs.
+     * Stops the call running now, if any (a call that starts later is not affected: pass a
+     * `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
      */override fun `cancel`()
         = 
     callWithHandle {
@@ -1883,7 +2208,10 @@ open class Session: Disposable, AutoCloseable, SessionInterface
     
     
 
-    override fun `contextSize`(): kotlin.UInt {
+    
+    /**
+     * Tokens of context (prompt + answers) the session was created with.
+     */override fun `contextSize`(): kotlin.UInt {
             return FfiConverterUInt.lift(
     callWithHandle {
     uniffiRustCall() { _status ->
@@ -1899,9 +2227,10 @@ open class Session: Disposable, AutoCloseable, SessionInterface
     
     /**
      * Generates an answer to `prompt` (appended to the conversation), streaming text to
-     * `stream`. Blocks until done: call it from a background thread.
+     * `stream`. Blocks until done: call it from a background thread. `cancel` stops it
+     * (see `CancelToken`).
      */
-    @Throws(PocketLmException::class)override fun `generate`(`prompt`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream): GenerationStats {
+    @Throws(PocketLmException::class)override fun `generate`(`prompt`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream, `cancel`: CancelToken?): GenerationStats {
             return FfiConverterTypeGenerationStats.lift(
     callWithHandle {
     uniffiRustCallWithError(PocketLmException) { _status ->
@@ -1910,7 +2239,8 @@ open class Session: Disposable, AutoCloseable, SessionInterface
         
         FfiConverterString.lower(`prompt`),
         FfiConverterTypeGenerateOptions.lower(`options`),
-        FfiConverterTypeTokenStream.lower(`stream`),_status)
+        FfiConverterTypeTokenStream.lower(`stream`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
 }
     }
     )
@@ -1921,7 +2251,7 @@ open class Session: Disposable, AutoCloseable, SessionInterface
     /**
      * Like `generate`, with the prompt as token ids and the generated ids returned.
      */
-    @Throws(PocketLmException::class)override fun `generateIds`(`prompt`: List<kotlin.UInt>, `options`: GenerateOptions): GenerationResult {
+    @Throws(PocketLmException::class)override fun `generateIds`(`prompt`: List<kotlin.UInt>, `options`: GenerateOptions, `cancel`: CancelToken?): GenerationResult {
             return FfiConverterTypeGenerationResult.lift(
     callWithHandle {
     uniffiRustCallWithError(PocketLmException) { _status ->
@@ -1929,7 +2259,8 @@ open class Session: Disposable, AutoCloseable, SessionInterface
         it,
         
         FfiConverterSequenceUInt.lower(`prompt`),
-        FfiConverterTypeGenerateOptions.lower(`options`),_status)
+        FfiConverterTypeGenerateOptions.lower(`options`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
 }
     }
     )
@@ -1938,7 +2269,8 @@ open class Session: Disposable, AutoCloseable, SessionInterface
 
     
     /**
-     * Forgets the conversation (keeps the memory).
+     * Forgets the conversation (keeps the memory). A running generation is cancelled and
+     * waited for (at most one layer of work) first.
      */
     @Throws(PocketLmException::class)override fun `reset`()
         = 
@@ -2113,7 +2445,9 @@ public interface TokenStream {
     fun `onText`(`text`: kotlin.String)
     
     /**
-     * Called once at the end, whatever the reason.
+     * Called exactly once per `generate` call, last, whatever the reason it ended: with
+     * `StopReason::Error` when the call fails (`generate` then throws the error, also when
+     * the session was busy).
      */
     fun `onFinish`(`stats`: GenerationStats)
     
@@ -2242,7 +2576,9 @@ open class TokenStreamImpl: Disposable, AutoCloseable, TokenStream
 
     
     /**
-     * Called once at the end, whatever the reason.
+     * Called exactly once per `generate` call, last, whatever the reason it ended: with
+     * `StopReason::Error` when the call fails (`generate` then throws the error, also when
+     * the session was busy).
      */override fun `onFinish`(`stats`: GenerationStats)
         = 
     callWithHandle {
@@ -2626,7 +2962,9 @@ data class ModelOptions (
     var `threads`: kotlin.UInt = 0u 
     , 
     /**
-     * Sessions whose KV cache would exceed this many bytes are refused; None = no limit.
+     * A new session is refused (`OutOfMemory`) when the memory it would use exceeds this
+     * many bytes, counting the weights it reads (memory-mapped) + its KV cache + scratch
+     * buffers; None = no limit beyond the memory the device has.
      */
     var `memoryBudgetBytes`: kotlin.ULong? = null 
     
@@ -2756,116 +3094,57 @@ public object FfiConverterTypeKvCacheType: FfiConverterRustBuffer<KvCacheType> {
 
 
 
-sealed class PocketLmException: kotlin.Exception() {
-    
+sealed class PocketLmException(message: String): kotlin.Exception(message) {
+        
     /**
      * The model file does not exist or cannot be opened.
      */
-    class FileNotFound(
+        class FileNotFound(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * The file is not a valid GGUF model (truncated, corrupted, inconsistent).
      */
-    class InvalidModel(
+        class InvalidModel(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * A valid GGUF of an architecture this runtime does not run.
      */
-    class WrongArchitecture(
+        class WrongArchitecture(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * The requested context does not fit the memory budget.
      */
-    class OutOfMemory(
+        class OutOfMemory(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * The prompt does not fit in the session's context.
      */
-    class ContextFull(
+        class ContextFull(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * A bad option or argument.
      */
-    class InvalidArgument(
+        class InvalidArgument(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * Another call is already running on this session.
      */
-    class Busy(
+        class Busy(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * Reading a file failed for another reason.
      */
-    class Io(
+        class Io(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
     /**
      * A bug in PocketLM (a caught panic).
      */
-    class Internal(
+        class Internal(message: String) : PocketLmException(message)
         
-        val `reason`: kotlin.String
-        ) : PocketLmException() {
-        override val message
-            get() = "reason=${ `reason` }"
-    }
-    
-
-    
-
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<PocketLmException> {
         override fun lift(error_buf: RustBuffer.ByValue): PocketLmException = FfiConverterTypePocketLmError.lift(error_buf)
     }
-
-    
 }
 
 /**
@@ -2874,134 +3153,61 @@ sealed class PocketLmException: kotlin.Exception() {
 public object FfiConverterTypePocketLmError : FfiConverterRustBuffer<PocketLmException> {
     override fun read(buf: ByteBuffer): PocketLmException {
         
-
-        return when(buf.getInt()) {
-            1 -> PocketLmException.FileNotFound(
-                FfiConverterString.read(buf),
-                )
-            2 -> PocketLmException.InvalidModel(
-                FfiConverterString.read(buf),
-                )
-            3 -> PocketLmException.WrongArchitecture(
-                FfiConverterString.read(buf),
-                )
-            4 -> PocketLmException.OutOfMemory(
-                FfiConverterString.read(buf),
-                )
-            5 -> PocketLmException.ContextFull(
-                FfiConverterString.read(buf),
-                )
-            6 -> PocketLmException.InvalidArgument(
-                FfiConverterString.read(buf),
-                )
-            7 -> PocketLmException.Busy(
-                FfiConverterString.read(buf),
-                )
-            8 -> PocketLmException.Io(
-                FfiConverterString.read(buf),
-                )
-            9 -> PocketLmException.Internal(
-                FfiConverterString.read(buf),
-                )
+            return when(buf.getInt()) {
+            1 -> PocketLmException.FileNotFound(FfiConverterString.read(buf))
+            2 -> PocketLmException.InvalidModel(FfiConverterString.read(buf))
+            3 -> PocketLmException.WrongArchitecture(FfiConverterString.read(buf))
+            4 -> PocketLmException.OutOfMemory(FfiConverterString.read(buf))
+            5 -> PocketLmException.ContextFull(FfiConverterString.read(buf))
+            6 -> PocketLmException.InvalidArgument(FfiConverterString.read(buf))
+            7 -> PocketLmException.Busy(FfiConverterString.read(buf))
+            8 -> PocketLmException.Io(FfiConverterString.read(buf))
+            9 -> PocketLmException.Internal(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
+        
     }
 
     override fun allocationSize(value: PocketLmException): ULong {
-        return when(value) {
-            is PocketLmException.FileNotFound -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.InvalidModel -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.WrongArchitecture -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.OutOfMemory -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.ContextFull -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.InvalidArgument -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.Busy -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.Io -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-            is PocketLmException.Internal -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterString.allocationSize(value.`reason`)
-            )
-        }
+        return 4UL
     }
 
     override fun write(value: PocketLmException, buf: ByteBuffer) {
         when(value) {
             is PocketLmException.FileNotFound -> {
                 buf.putInt(1)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.InvalidModel -> {
                 buf.putInt(2)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.WrongArchitecture -> {
                 buf.putInt(3)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.OutOfMemory -> {
                 buf.putInt(4)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.ContextFull -> {
                 buf.putInt(5)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.InvalidArgument -> {
                 buf.putInt(6)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.Busy -> {
                 buf.putInt(7)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.Io -> {
                 buf.putInt(8)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is PocketLmException.Internal -> {
                 buf.putInt(9)
-                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -3018,7 +3224,11 @@ enum class StopReason {
     END_OF_TEXT,
     STOP_STRING,
     CANCELLED,
-    CONTEXT_FULL;
+    CONTEXT_FULL,
+    /**
+     * The call failed (it throws the error); only `on_finish` reports this.
+     */
+    ERROR;
 
     
 
@@ -3074,6 +3284,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<CancelToken?> {
+    override fun read(buf: ByteBuffer): CancelToken? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCancelToken.read(buf)
+    }
+
+    override fun allocationSize(value: CancelToken?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCancelToken.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CancelToken?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCancelToken.write(value, buf)
         }
     }
 }

@@ -7,12 +7,12 @@ import kotlin.concurrent.thread
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
 import kotlin.test.assertNotNull
-import kotlin.test.assertNull
 import kotlin.test.assertTrue
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.Timeout
+import uniffi.pocketlm.CancelToken
 import uniffi.pocketlm.GenerationStats
 import uniffi.pocketlm.KvCacheType
 import uniffi.pocketlm.Model
@@ -113,13 +113,14 @@ class GeneratedApiTest {
     @Test
     fun `load errors are typed and name the problem`() {
         val missing = assertFailsWith<PocketLmException.FileNotFound> { Model.load(Fixtures.missing, ModelOptions()) }
-        assertTrue(Fixtures.missing in missing.reason, missing.reason)
+        assertTrue(Fixtures.missing in missing.message!!, missing.message)
         val corrupt = assertFailsWith<PocketLmException.InvalidModel> { Model.load(Fixtures.corrupt, ModelOptions()) }
-        assertTrue("truncated" in corrupt.reason, corrupt.reason)
+        assertTrue("truncated" in corrupt.message!!, corrupt.message)
         val wrong = assertFailsWith<PocketLmException.WrongArchitecture> { Model.load(Fixtures.wrongArch, ModelOptions()) }
-        assertTrue("gpt2" in wrong.reason, wrong.reason)
-        // Throwable.message carries the same text, for logs and crash reports.
-        assertTrue("gpt2" in wrong.message)
+        assertTrue("gpt2" in wrong.message!!, wrong.message)
+        // Throwable.message is the Rust error text itself (flat errors), as logs and crash
+        // reports show it.
+        assertTrue(wrong.message!!.startsWith(Fixtures.wrongArch), wrong.message)
     }
 
     @Test
@@ -154,11 +155,42 @@ class GeneratedApiTest {
                 second = runCatching { s.generate(promptText, Fixtures.greedyOptions(), RecordingStream()) }.exceptionOrNull()
             }.join(30_000)
             assertTrue(second is PocketLmException.Busy, "second call: $second")
-            assertFailsWith<PocketLmException.Busy> { s.reset() }
-            s.cancel()
+            assertEquals(Fixtures.LONG_CONTEXT, s.contextSize(), "context size while a generation runs")
+            // reset() stops the running call and waits for it, then clears.
+            s.reset()
+            assertEquals(0u, s.tokenCount())
             worker.join(30_000)
             assertEquals(StopReason.CANCELLED, first?.stopReason)
-            assertNull(runCatching { s.reset() }.exceptionOrNull(), "free again once the first call returned")
+        }
+    }
+
+    @Test
+    fun `a token cancelled before the call starts stops it before any work`() {
+        model.newSession(SessionOptions(contextSize = Fixtures.LONG_CONTEXT)).use { s ->
+            val token = CancelToken()
+            token.cancel()
+            val stream = RecordingStream()
+            val st = s.generate(promptText, Fixtures.greedyOptions(Fixtures.LONG), stream, token)
+            assertEquals(StopReason.CANCELLED, st.stopReason)
+            assertEquals(0u, st.generatedTokens)
+            assertEquals(0u, s.tokenCount(), "not even the prompt was read")
+            assertEquals(listOf(st), stream.finished)
+            val r = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions(Fixtures.LONG), token)
+            assertEquals(StopReason.CANCELLED, r.stats.stopReason)
+            // A fresh token (or none) runs normally: the cancel belonged to those calls only.
+            assertEquals(Fixtures.greedy, s.generateIds(Fixtures.prompt, Fixtures.greedyOptions(), CancelToken()).tokenIds)
+        }
+    }
+
+    @Test
+    fun `on_finish is called with ERROR when generate fails`() {
+        model.newSession(SessionOptions(contextSize = 32u)).use { s ->
+            val stream = RecordingStream()
+            val e = assertFailsWith<PocketLmException.ContextFull> {
+                s.generate(promptText.repeat(20), Fixtures.greedyOptions(), stream)
+            }
+            assertTrue("context" in e.message!!, e.message)
+            assertEquals(listOf(StopReason.ERROR), stream.finished.map { it.stopReason })
         }
     }
 }
