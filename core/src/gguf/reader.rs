@@ -246,7 +246,7 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError
         return Err(bad("a dimension is zero".into()));
     }
     let (block_elems, _) = ty.block();
-    if dims[0] % block_elems != 0 {
+    if !dims[0].is_multiple_of(block_elems) {
         return Err(bad(format!("row length {} is not a multiple of the {ty} block size {block_elems}", dims[0])));
     }
     let row = ty.row_bytes(dims[0]).ok_or_else(|| bad("size overflows".into()))?;
