@@ -302,6 +302,32 @@ uint64_t uniffi_pocketlm_fn_method_model_new_session(uint64_t ptr, RustBuffer op
 RustBuffer uniffi_pocketlm_fn_method_model_tokenize(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CANCELTOKEN
+uint64_t uniffi_pocketlm_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_CANCELTOKEN
+void uniffi_pocketlm_fn_free_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+uint64_t uniffi_pocketlm_fn_constructor_canceltoken_new(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CANCELTOKEN_CANCEL
+void uniffi_pocketlm_fn_method_canceltoken_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+int8_t uniffi_pocketlm_fn_method_canceltoken_is_cancelled(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_SESSION
 uint64_t uniffi_pocketlm_fn_clone_session(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -324,12 +350,12 @@ uint32_t uniffi_pocketlm_fn_method_session_context_size(uint64_t ptr, RustCallSt
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_SESSION_GENERATE
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_SESSION_GENERATE
-RustBuffer uniffi_pocketlm_fn_method_session_generate(uint64_t ptr, RustBuffer prompt, RustBuffer options, uint64_t stream, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_pocketlm_fn_method_session_generate(uint64_t ptr, RustBuffer prompt, RustBuffer options, uint64_t stream, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_SESSION_GENERATE_IDS
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_SESSION_GENERATE_IDS
-RustBuffer uniffi_pocketlm_fn_method_session_generate_ids(uint64_t ptr, RustBuffer prompt, RustBuffer options, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_pocketlm_fn_method_session_generate_ids(uint64_t ptr, RustBuffer prompt, RustBuffer options, RustBuffer cancel, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_SESSION_RESET
@@ -651,6 +677,18 @@ uint16_t uniffi_pocketlm_checksum_method_model_tokenize(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+uint16_t uniffi_pocketlm_checksum_method_canceltoken_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+uint16_t uniffi_pocketlm_checksum_method_canceltoken_is_cancelled(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_SESSION_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_SESSION_CANCEL
 uint16_t uniffi_pocketlm_checksum_method_session_cancel(void
@@ -702,6 +740,12 @@ uint16_t uniffi_pocketlm_checksum_method_tokenstream_on_finish(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_MODEL_LOAD
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_MODEL_LOAD
 uint16_t uniffi_pocketlm_checksum_constructor_model_load(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+uint16_t uniffi_pocketlm_checksum_constructor_canceltoken_new(void
     
 );
 #endif

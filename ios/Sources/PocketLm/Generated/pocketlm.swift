@@ -605,6 +605,159 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 
+/**
+ * Stops one generation. Made by the app before the call and passed to it, so a cancel can
+ * never be lost: cancelled before the call starts, the call returns at once (`Cancelled`);
+ * during it, the generation stops within one layer of work. One token per call: once
+ * cancelled it stays cancelled.
+ */
+public protocol CancelTokenProtocol: AnyObject, Sendable {
+    
+    /**
+     * Safe from any thread, any number of times.
+     */
+    func cancel() 
+    
+    func isCancelled()  -> Bool
+    
+}
+/**
+ * Stops one generation. Made by the app before the call and passed to it, so a cancel can
+ * never be lost: cancelled before the call starts, the call returns at once (`Cancelled`);
+ * during it, the generation stops within one layer of work. One token per call: once
+ * cancelled it stays cancelled.
+ */
+open class CancelToken: CancelTokenProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_pocketlm_fn_clone_canceltoken(self.handle, $0) }
+    }
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_constructor_canceltoken_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_pocketlm_fn_free_canceltoken(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Safe from any thread, any number of times.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_canceltoken_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func isCancelled() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_canceltoken_is_cancelled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCancelToken: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = CancelToken
+
+    public static func lift(_ handle: UInt64) throws -> CancelToken {
+        return CancelToken(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: CancelToken) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CancelToken {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CancelToken, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lift(_ handle: UInt64) throws -> CancelToken {
+    return try FfiConverterTypeCancelToken.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
+    return FfiConverterTypeCancelToken.lower(value)
+}
+
+
+
+
+
+
 public protocol ModelProtocol: AnyObject, Sendable {
     
     func detokenize(ids: [UInt32]) throws  -> String
@@ -781,26 +934,31 @@ public func FfiConverterTypeModel_lower(_ value: Model) -> UInt64 {
 public protocol SessionProtocol: AnyObject, Sendable {
     
     /**
-     * Stops a running generation (prompt or answer) as soon as the current layer finishes.
-     * Safe from any thread; a no-op when nothing runs.
+     * Stops the call running now, if any (a call that starts later is not affected: pass a
+     * `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
      */
     func cancel() 
     
+    /**
+     * Tokens of context (prompt + answers) the session was created with.
+     */
     func contextSize()  -> UInt32
     
     /**
      * Generates an answer to `prompt` (appended to the conversation), streaming text to
-     * `stream`. Blocks until done: call it from a background thread.
+     * `stream`. Blocks until done: call it from a background thread. `cancel` stops it
+     * (see `CancelToken`).
      */
-    func generate(prompt: String, options: GenerateOptions, stream: TokenStream) throws  -> GenerationStats
+    func generate(prompt: String, options: GenerateOptions, stream: TokenStream, cancel: CancelToken?) throws  -> GenerationStats
     
     /**
      * Like `generate`, with the prompt as token ids and the generated ids returned.
      */
-    func generateIds(prompt: [UInt32], options: GenerateOptions) throws  -> GenerationResult
+    func generateIds(prompt: [UInt32], options: GenerateOptions, cancel: CancelToken?) throws  -> GenerationResult
     
     /**
-     * Forgets the conversation (keeps the memory).
+     * Forgets the conversation (keeps the memory). A running generation is cancelled and
+     * waited for (at most one layer of work) first.
      */
     func reset() throws 
     
@@ -864,8 +1022,8 @@ open class Session: SessionProtocol, @unchecked Sendable {
 
     
     /**
-     * Stops a running generation (prompt or answer) as soon as the current layer finishes.
-     * Safe from any thread; a no-op when nothing runs.
+     * Stops the call running now, if any (a call that starts later is not affected: pass a
+     * `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
      */
 open func cancel()  {try! rustCall() {
         uniffiCallStatus in
@@ -875,6 +1033,9 @@ open func cancel()  {try! rustCall() {
 }
 }
     
+    /**
+     * Tokens of context (prompt + answers) the session was created with.
+     */
 open func contextSize() -> UInt32  {
     return try!  FfiConverterUInt32.lift(try! rustCall() {
         uniffiCallStatus in
@@ -886,16 +1047,18 @@ open func contextSize() -> UInt32  {
     
     /**
      * Generates an answer to `prompt` (appended to the conversation), streaming text to
-     * `stream`. Blocks until done: call it from a background thread.
+     * `stream`. Blocks until done: call it from a background thread. `cancel` stops it
+     * (see `CancelToken`).
      */
-open func generate(prompt: String, options: GenerateOptions, stream: TokenStream)throws  -> GenerationStats  {
+open func generate(prompt: String, options: GenerateOptions, stream: TokenStream, cancel: CancelToken? = nil)throws  -> GenerationStats  {
     return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
         uniffiCallStatus in
     uniffi_pocketlm_fn_method_session_generate(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(prompt),
         FfiConverterTypeGenerateOptions_lower(options),
-        FfiConverterTypeTokenStream_lower(stream),uniffiCallStatus
+        FfiConverterTypeTokenStream_lower(stream),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
     )
 })
 }
@@ -903,19 +1066,21 @@ open func generate(prompt: String, options: GenerateOptions, stream: TokenStream
     /**
      * Like `generate`, with the prompt as token ids and the generated ids returned.
      */
-open func generateIds(prompt: [UInt32], options: GenerateOptions)throws  -> GenerationResult  {
+open func generateIds(prompt: [UInt32], options: GenerateOptions, cancel: CancelToken? = nil)throws  -> GenerationResult  {
     return try  FfiConverterTypeGenerationResult_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
         uniffiCallStatus in
     uniffi_pocketlm_fn_method_session_generate_ids(
             self.uniffiCloneHandle(),
         FfiConverterSequenceUInt32.lower(prompt),
-        FfiConverterTypeGenerateOptions_lower(options),uniffiCallStatus
+        FfiConverterTypeGenerateOptions_lower(options),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
     )
 })
 }
     
     /**
-     * Forgets the conversation (keeps the memory).
+     * Forgets the conversation (keeps the memory). A running generation is cancelled and
+     * waited for (at most one layer of work) first.
      */
 open func reset()throws   {try rustCallWithError(FfiConverterTypePocketLmError_lift) {
         uniffiCallStatus in
@@ -998,7 +1163,9 @@ public protocol TokenStream: AnyObject, Sendable {
     func onText(text: String) 
     
     /**
-     * Called once at the end, whatever the reason.
+     * Called exactly once per `generate` call, last, whatever the reason it ended: with
+     * `StopReason::Error` when the call fails (`generate` then throws the error, also when
+     * the session was busy).
      */
     func onFinish(stats: GenerationStats) 
     
@@ -1072,7 +1239,9 @@ open func onText(text: String)  {try! rustCall() {
 }
     
     /**
-     * Called once at the end, whatever the reason.
+     * Called exactly once per `generate` call, last, whatever the reason it ended: with
+     * `StopReason::Error` when the call fails (`generate` then throws the error, also when
+     * the session was busy).
      */
 open func onFinish(stats: GenerationStats)  {try! rustCall() {
         uniffiCallStatus in
@@ -1554,7 +1723,9 @@ public struct ModelOptions: Equatable, Hashable {
      */
     public var threads: UInt32
     /**
-     * Sessions whose KV cache would exceed this many bytes are refused; None = no limit.
+     * A new session is refused (`OutOfMemory`) when the memory it would use exceeds this
+     * many bytes, counting the weights it reads (memory-mapped) + its KV cache + scratch
+     * buffers; None = no limit beyond the memory the device has.
      */
     public var memoryBudgetBytes: UInt64?
 
@@ -1565,7 +1736,9 @@ public struct ModelOptions: Equatable, Hashable {
          * Worker threads for this model's sessions; 0 = one per physical core.
          */threads: UInt32 = UInt32(0), 
         /**
-         * Sessions whose KV cache would exceed this many bytes are refused; None = no limit.
+         * A new session is refused (`OutOfMemory`) when the memory it would use exceeds this
+         * many bytes, counting the weights it reads (memory-mapped) + its KV cache + scratch
+         * buffers; None = no limit beyond the memory the device has.
          */memoryBudgetBytes: UInt64? = nil) {
         self.threads = threads
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -1779,48 +1952,48 @@ enum PocketLmError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     /**
      * The model file does not exist or cannot be opened.
      */
-    case FileNotFound(message: String
-    )
+    case FileNotFound(message: String)
+    
     /**
      * The file is not a valid GGUF model (truncated, corrupted, inconsistent).
      */
-    case InvalidModel(message: String
-    )
+    case InvalidModel(message: String)
+    
     /**
      * A valid GGUF of an architecture this runtime does not run.
      */
-    case WrongArchitecture(message: String
-    )
+    case WrongArchitecture(message: String)
+    
     /**
      * The requested context does not fit the memory budget.
      */
-    case OutOfMemory(message: String
-    )
+    case OutOfMemory(message: String)
+    
     /**
      * The prompt does not fit in the session's context.
      */
-    case ContextFull(message: String
-    )
+    case ContextFull(message: String)
+    
     /**
      * A bad option or argument.
      */
-    case InvalidArgument(message: String
-    )
+    case InvalidArgument(message: String)
+    
     /**
      * Another call is already running on this session.
      */
-    case Busy(message: String
-    )
+    case Busy(message: String)
+    
     /**
      * Reading a file failed for another reason.
      */
-    case Io(message: String
-    )
+    case Io(message: String)
+    
     /**
      * A bug in PocketLM (a caught panic).
      */
-    case Internal(message: String
-    )
+    case Internal(message: String)
+    
 
     
 
@@ -1852,33 +2025,42 @@ public struct FfiConverterTypePocketLmError: FfiConverterRustBuffer {
         
         case 1: return .FileNotFound(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 2: return .InvalidModel(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 3: return .WrongArchitecture(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 4: return .OutOfMemory(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 5: return .ContextFull(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 6: return .InvalidArgument(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 7: return .Busy(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 8: return .Io(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
         case 9: return .Internal(
             message: try FfiConverterString.read(from: &buf)
-            )
+        )
+        
 
-         default: throw UniffiInternalError.unexpectedEnumCase
+        default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
 
@@ -1888,51 +2070,26 @@ public struct FfiConverterTypePocketLmError: FfiConverterRustBuffer {
         
 
         
-        
-        case let .FileNotFound(message):
+        case .FileNotFound(_ /* message is ignored*/):
             writeInt(&buf, Int32(1))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .InvalidModel(message):
+        case .InvalidModel(_ /* message is ignored*/):
             writeInt(&buf, Int32(2))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .WrongArchitecture(message):
+        case .WrongArchitecture(_ /* message is ignored*/):
             writeInt(&buf, Int32(3))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .OutOfMemory(message):
+        case .OutOfMemory(_ /* message is ignored*/):
             writeInt(&buf, Int32(4))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .ContextFull(message):
+        case .ContextFull(_ /* message is ignored*/):
             writeInt(&buf, Int32(5))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .InvalidArgument(message):
+        case .InvalidArgument(_ /* message is ignored*/):
             writeInt(&buf, Int32(6))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .Busy(message):
+        case .Busy(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .Io(message):
+        case .Io(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-            FfiConverterString.write(message, into: &buf)
-            
-        
-        case let .Internal(message):
+        case .Internal(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-            FfiConverterString.write(message, into: &buf)
-            
+
+        
         }
     }
 }
@@ -1961,6 +2118,10 @@ public enum StopReason: Equatable, Hashable {
     case stopString
     case cancelled
     case contextFull
+    /**
+     * The call failed (it throws the error); only `on_finish` reports this.
+     */
+    case error
 
 
 
@@ -1992,6 +2153,8 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case 5: return .contextFull
         
+        case 6: return .error
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -2018,6 +2181,10 @@ public struct FfiConverterTypeStopReason: FfiConverterRustBuffer {
         
         case .contextFull:
             writeInt(&buf, Int32(5))
+        
+        
+        case .error:
+            writeInt(&buf, Int32(6))
         
         }
     }
@@ -2058,6 +2225,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
+    typealias SwiftType = CancelToken?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCancelToken.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCancelToken.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -2164,19 +2355,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_pocketlm_checksum_method_model_tokenize() != 4943) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_session_cancel() != 32631) {
+    if (uniffi_pocketlm_checksum_method_canceltoken_cancel() != 11191) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_session_context_size() != 23184) {
+    if (uniffi_pocketlm_checksum_method_canceltoken_is_cancelled() != 16810) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_session_generate() != 33735) {
+    if (uniffi_pocketlm_checksum_method_session_cancel() != 17492) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_session_generate_ids() != 33920) {
+    if (uniffi_pocketlm_checksum_method_session_context_size() != 8103) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_session_reset() != 53393) {
+    if (uniffi_pocketlm_checksum_method_session_generate() != 42860) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_session_generate_ids() != 55500) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_session_reset() != 4095) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_method_session_token_count() != 51545) {
@@ -2185,10 +2382,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_pocketlm_checksum_method_tokenstream_on_text() != 42268) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_pocketlm_checksum_method_tokenstream_on_finish() != 26451) {
+    if (uniffi_pocketlm_checksum_method_tokenstream_on_finish() != 4035) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_constructor_model_load() != 8673) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_constructor_canceltoken_new() != 3210) {
         return InitializationResult.apiChecksumMismatch
     }
 
