@@ -6,10 +6,12 @@
 #   2. scripts/test-kotlin.sh   Kotlin bindings + Android wrapper, JUnit 5 on the JVM;
 #   3. scripts/test-swift.sh    Swift bindings + iOS wrapper, XCTest in a Swift 6 chroot;
 #   4. scripts/test-aarch64.sh  the ARM64 suites under qemu (with and without dotprod/i8mm)
-#                               and the Android compile check.
+#                               and the Android compile check;
+#   5. scripts/test-fuzz.sh     every fuzz target for 20 s on the repository's seeds, and a
+#                               replay of the inputs past fuzzing found.
 # Runs from a clone alone (the test data it needs is vendored in tests/fixtures); the workplace's
 # shared/ folder beside an ancestor of the checkout (or POCKETLM_SHARED) adds the random-weight
-# golden fixtures, and the summary says which sets ran. POCKETLM_SKIP="swift aarch64" skips steps.
+# golden fixtures, and the summary says which sets ran. POCKETLM_SKIP="swift aarch64 fuzz" skips steps.
 # The last line counts every test: `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +99,7 @@ rm -rf "$clone"
 count "rust without ../shared ($((SECONDS - t0)) s)" target/no-shared-tests.log
 count "quick start from a fresh clone" target/quickstart.log
 
-for step in kotlin swift aarch64; do
+for step in kotlin swift aarch64 fuzz; do
     if skipped "$step"; then
         summary+=("$step: skipped (POCKETLM_SKIP)")
         continue

@@ -50,8 +50,24 @@ fn default_sigpipe() {
     }
 }
 
+/// Ctrl-C, SIGTERM or SIGHUP during `convert`, `quantize`, `synth` or a save: remove the
+/// temporary file being written (the destination keeps its old contents), then exit with the
+/// shell's 128 + signal, as the default action would have.
+fn clean_up_on_signals() {
+    #[cfg(unix)]
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                pocketlm_core::atomic_file::remove_unfinished();
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+}
+
 fn main() -> ExitCode {
     default_sigpipe();
+    clean_up_on_signals();
     // llama.cpp spells the cache type `-ctk`, which clap would read as `-c tk`.
     let args = std::env::args().map(|a| if a == "-ctk" { "--cache-type".to_string() } else { a });
     let cli = Cli::parse_from(args);

@@ -136,6 +136,29 @@ fn bad_input_is_a_clear_error_not_a_crash() {
     }
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().contains("pad.gguf")), "no output or temporary file: {left:?}");
+
+    // Items 13 and 14: a folder given as the model, and NaN in the weights (generation stops
+    // with an error instead of printing "!!!!", token 0, forever).
+    let bytes = std::fs::read(&model).unwrap();
+    let h = pocketlm_core::gguf::GgufHeader::parse(&bytes).unwrap();
+    let t = h.tensor("blk.0.attn_qkv.weight").unwrap();
+    let at = (h.data_offset + t.offset) as usize;
+    let mut nan = bytes.clone();
+    nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let nan_path = tmp.path().join("nan.gguf");
+    std::fs::write(&nan_path, nan).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    for (args, needle) in [
+        (vec!["run", "-m", dir, "-p", "Hi"], "is a directory"),
+        (vec!["info", dir], "is a directory"),
+        (vec!["run", "-m", nan_path.to_str().unwrap(), "-p", "Hi", "-n", "8"], "non-finite value NaN in the logit"),
+    ] {
+        let o = pocketlm(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains('!'), "{args:?}: printed token 0");
+    }
 }
 
 #[test]
@@ -290,4 +313,38 @@ fn info_escapes_control_characters_from_the_file() {
     assert!(!info.contains('\u{1b}'), "escape sequence printed raw: {info:?}");
     assert!(info.contains("x\\u{1b}[2J\\nlayers      999"), "{info}");
     assert_eq!(info.lines().filter(|l| l.starts_with("layers")).count(), 1, "no forged line: {info}");
+}
+
+/// Ctrl-C while a model is being written removes the temporary file and leaves the previous
+/// output as it was (issue 12, item 10); the exit status is the shell's 128 + SIGINT.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_write_leaves_no_partial_file_and_the_old_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model.gguf");
+    std::fs::write(&out, b"previous").unwrap();
+    let partials = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".partial"))
+            .count()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocketlm"))
+        .args(["synth", "--preset", "btlm-small", "--type", "q4_k", "-o", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while partials() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "synth finished before it could be interrupted");
+        assert!(std::time::Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50)); // mid-write
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(partials(), 0, "the temporary file was removed");
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous", "the old output survives");
 }

@@ -4,18 +4,52 @@
 //! destination's directory (so two writers of the same path, or of `chat.a` and `chat.b`,
 //! never share one), flushed to disk, and renamed over the destination, which is atomic on
 //! POSIX file systems. On any error the temporary file is removed and the destination is left
-//! as it was; a process killed mid-write leaves at worst a stray `.NAME.*.partial` file, never
-//! a truncated destination.
+//! as it was. A process stopped by a signal can remove what it was writing with
+//! [`remove_unfinished`] (the CLI does on Ctrl-C and SIGTERM); one killed outright (SIGKILL)
+//! leaves at worst a stray `.NAME.*.partial` file, never a truncated destination.
 
 use crate::error::{Error, Result};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The temporary files being written now, for [`remove_unfinished`].
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes every temporary file still being written (their destinations are untouched). For a
+/// signal handler's thread, right before the process exits; writes in progress then fail.
+pub fn remove_unfinished() {
+    let list = UNFINISHED.lock().unwrap_or_else(|p| p.into_inner());
+    for tmp in list.iter() {
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+/// An entry of [`UNFINISHED`], removed from it on drop.
+struct Registered(PathBuf);
+
+impl Registered {
+    fn new(tmp: &Path) -> Self {
+        UNFINISHED.lock().unwrap_or_else(|p| p.into_inner()).push(tmp.to_path_buf());
+        Registered(tmp.to_path_buf())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut list = UNFINISHED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = list.iter().position(|p| *p == self.0) {
+            list.swap_remove(i);
+        }
+    }
+}
 
 /// A file being written under a temporary name; [`AtomicFile::commit`] puts it in place.
 /// Dropped without a commit (an error, a panic), it is removed and the destination is untouched.
 pub struct AtomicFile {
     path: PathBuf,
     w: BufWriter<tempfile::NamedTempFile>,
+    registered: Registered,
 }
 
 impl AtomicFile {
@@ -31,7 +65,8 @@ impl AtomicFile {
             .suffix(".partial")
             .tempfile_in(dir)
             .map_err(|e| Error::io(dir, e))?;
-        Ok(AtomicFile { path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, tmp) })
+        let registered = Registered::new(tmp.path());
+        Ok(AtomicFile { path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, tmp), registered })
     }
 
     /// Where the contents go: errors name the destination.
@@ -41,10 +76,12 @@ impl AtomicFile {
 
     /// Flushes the contents to disk and renames the file over the destination.
     pub fn commit(self) -> Result<()> {
-        let path = self.path;
-        let tmp = self.w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        let AtomicFile { path, w, registered } = self;
+        let tmp = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
         tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
         tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        // Only now: a signal before the rename must still find the file to remove.
+        drop(registered);
         // The rename itself is durable once the directory is synced (Linux; elsewhere best effort).
         #[cfg(unix)]
         if let Ok(d) = std::fs::File::open(parent_dir(&path)) {

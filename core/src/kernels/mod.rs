@@ -144,6 +144,15 @@ pub static SCALAR: Kernels = Kernels {
     pv_tile: generic::pv_tile,
 };
 
+/// The SIMD kernel sets this build can dispatch to on its architecture, worst first.
+pub const DISPATCHED: &[&str] = if cfg!(target_arch = "x86_64") {
+    &["avx2", "avx-vnni", "avx512-vnni", "avx512-vbmi"]
+} else if cfg!(target_arch = "aarch64") {
+    &["neon", "neon-dotprod", "neon-i8mm"]
+} else {
+    &[]
+};
+
 /// Every kernel set this CPU can run, best last (the scalar reference first).
 pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
