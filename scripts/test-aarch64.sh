@@ -42,7 +42,8 @@ run() { # cpu, cargo test selection...
 # model's perplexity study (about 10 minutes of f32 matmuls natively; CPU-independent code).
 run max -p pocketlm-core
 run max -p pocketlm-tests --lib --test conformance --test convert_inputs --test loader_errors \
-    --test long_context --test quantized --test session --test tokenizer_vectors --test torch_bin_writer
+    --test long_context --test quantized --test session --test tokenizer_vectors --test torch_bin_writer \
+    --test non_finite --test model_file_changed
 echo "skipped under qemu: tests/trained_model.rs (runs natively in the Rust step)" | tee -a "$log"
 # Cortex-A53 has neither: the plain-NEON fallback through the kernel tests, the golden
 # fixtures and the quantized-engine agreement (the CPU-independent suites ran above).

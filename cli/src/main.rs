@@ -1,12 +1,14 @@
 //! `pocketlm`: convert, inspect and run BTLM models.
 
 mod bench_cmd;
+mod chat_cmd;
 mod common;
 mod convert_cmd;
 mod info_cmd;
 mod perplexity_cmd;
 mod quantize_cmd;
 mod run_cmd;
+mod sampling_args;
 mod synth_cmd;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,8 @@ enum Cmd {
     Quantize(quantize_cmd::Args),
     /// Generate text from a prompt
     Run(run_cmd::Args),
+    /// Chat in the terminal, multi-turn, with the KV cache kept across turns
+    Chat(chat_cmd::Args),
     /// Write a random-weight model of real shape (for benchmarks)
     Synth(synth_cmd::Args),
     /// Measure prompt and generation speed, memory and bandwidth use
@@ -67,15 +71,18 @@ fn clean_up_on_signals() {
 
 fn main() -> ExitCode {
     default_sigpipe();
-    clean_up_on_signals();
     // llama.cpp spells the cache type `-ctk`, which clap would read as `-c tk`.
     let args = std::env::args().map(|a| if a == "-ctk" { "--cache-type".to_string() } else { a });
     let cli = Cli::parse_from(args);
+    if !matches!(cli.cmd, Cmd::Chat(_)) {
+        clean_up_on_signals(); // chat's Ctrl-C stops an answer instead
+    }
     let result = match cli.cmd {
         Cmd::Convert(a) => convert_cmd::run(a),
         Cmd::Info(a) => info_cmd::run(a),
         Cmd::Quantize(a) => quantize_cmd::run(a),
         Cmd::Run(a) => run_cmd::run(a),
+        Cmd::Chat(a) => chat_cmd::run(a),
         Cmd::Synth(a) => synth_cmd::run(a),
         Cmd::Bench(a) => bench_cmd::run(a),
         Cmd::Perplexity(a) => perplexity_cmd::run(a),

@@ -1,4 +1,3 @@
-use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{ContextPolicy, GenerateOptions, Session, SessionOptions};
 use pocketlm_core::{Error, KvType, Model};
 use std::io::Write;
@@ -19,21 +18,8 @@ pub struct Args {
     /// Tokens to generate
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
-    /// Sampling temperature (0 = greedy)
-    #[arg(long, default_value_t = 0.8)]
-    temp: f32,
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
-    #[arg(long, default_value_t = 0xC0FFEE)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: crate::sampling_args::SamplingArgs,
     /// Context size in tokens
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
@@ -71,7 +57,7 @@ pub struct Args {
 }
 
 /// "3G", "1500M", "2048K" or plain bytes.
-fn parse_bytes(s: &str) -> pocketlm_core::Result<u64> {
+pub fn parse_bytes(s: &str) -> pocketlm_core::Result<u64> {
     let t = s.trim();
     let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('G') => (&t[..t.len() - 1], 1u64 << 30),
@@ -120,15 +106,7 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
     }
     let opts = GenerateOptions {
         max_tokens: a.n_predict,
-        sampling: SamplingParams {
-            temperature: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repeat_penalty: a.repeat_penalty,
-            repeat_last_n: a.repeat_last_n,
-            seed: a.seed,
-        },
+        sampling: a.sampling.params(),
         stop: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
         ..Default::default()

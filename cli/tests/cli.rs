@@ -348,3 +348,77 @@ fn ctrl_c_during_a_write_leaves_no_partial_file_and_the_old_output() {
     assert_eq!(partials(), 0, "the temporary file was removed");
     assert_eq!(std::fs::read(&out).unwrap(), b"previous", "the old output survives");
 }
+
+/// `chat`: turns reuse the KV cache, /save and /load keep the conversation, and Ctrl-C stops
+/// the answer being generated without ending the program.
+#[cfg(unix)]
+#[test]
+fn chat_keeps_the_cache_saves_loads_and_ctrl_c_stops_only_the_answer() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = convert_mini(tmp.path());
+    let save = tmp.path().join("talk.session");
+    let script =
+        format!("Who is Anne?\nAnd her father?\n/save {0}\n/reset\n/load {0}\nGo on.\n/quit\n", save.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocketlm"))
+        .args(["chat", "-m", model.to_str().unwrap(), "--temp", "0", "-n", "12", "-s", "About Jane Austen."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let reused: Vec<usize> =
+        err.lines().filter_map(|l| l.split(" new prompt tokens, ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    assert_eq!(reused.len(), 3, "three answers: {err}");
+    assert_eq!(reused[0], 0, "{err}");
+    assert!(reused[1] > 30 && reused[2] > reused[1], "later turns come from the cache (also after /load): {err}");
+    assert!(err.contains("loaded 5 messages"), "{err}");
+    assert!(save.exists() && tmp.path().join("talk.session.messages.json").exists());
+
+    // Ctrl-C in the middle of a long answer: the answer stops, the program goes on.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocketlm"))
+        .args(["chat", "-m", model.to_str().unwrap(), "--temp", "0", "-n", "3000", "-c", "4096"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    stdin.write_all(b"Tell me everything.\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while seen.lock().unwrap().len() < 40 {
+        assert!(std::time::Instant::now() < deadline, "no answer streamed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stdin.write_all(b"/quit\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "the program survives Ctrl-C: {status:?} {err}");
+    assert!(err.contains("[stopped]"), "{err}");
+    let generated: usize = err.split(" tokens at ").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(generated < 3000, "stopped early: {generated} tokens");
+}

@@ -3,6 +3,7 @@
 //! the `pocketlm` binary and the uniffi bindings are thin layers over this crate.
 
 pub mod atomic_file;
+pub mod chat;
 pub mod convert;
 pub mod error;
 pub mod gguf;

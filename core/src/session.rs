@@ -287,6 +287,18 @@ impl Session {
         self.count.clone()
     }
 
+    /// Keeps the first `n` tokens of the conversation and forgets the rest (chat history edits
+    /// reuse the cache up to the first changed token). The logits after the last kept token are
+    /// not known until the next token is fed.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.tokens.len() {
+            self.tokens.truncate(n);
+            self.cache.truncate(n);
+            self.last_logits = None;
+            self.count.store(n, Ordering::Relaxed);
+        }
+    }
+
     /// Forgets the conversation; the cache memory is kept for reuse.
     pub fn reset(&mut self) {
         self.cache.clear();
@@ -351,7 +363,7 @@ impl Session {
         self.prefill(&[id])
     }
 
-    /// Prompt as text: tokenized, then [`Session::generate_ids`], streaming text pieces.
+    /// Prompt as text: tokenized, then [`Session::generate_text_ids`].
     pub fn generate(
         &mut self,
         prompt: &str,
@@ -359,11 +371,22 @@ impl Session {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<GenerationStats> {
         let ids = self.model.tokenizer.encode(prompt)?;
+        self.generate_text_ids(&ids, opts, on_text)
+    }
+
+    /// [`Session::generate_ids`] streaming text pieces (whole characters), with `opts.stop`
+    /// applied to the text: a stop string ends generation and is never shown.
+    pub fn generate_text_ids(
+        &mut self,
+        ids: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<GenerationStats> {
         let model = self.model.clone();
         let mut decoder = StreamDecoder::new(&model.tokenizer);
         let mut stops = StopMatcher::new(&opts.stop);
         let mut hit_stop = false;
-        let mut stats = self.generate_ids(&ids, opts, &mut |id| {
+        let mut stats = self.generate_ids(ids, opts, &mut |id| {
             let piece = decoder.push(id).unwrap_or_default();
             let (out, stop) = stops.push(&piece);
             if !out.is_empty() {
