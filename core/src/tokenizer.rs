@@ -47,6 +47,9 @@ pub struct TokenizerSpec {
     pub token_types: Vec<i32>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
+    /// A Jinja chat template (`tokenizer_config.json`'s `chat_template`), kept for the chat
+    /// format (`chat::ChatFormat`); it plays no part in tokenizing.
+    pub chat_template: Option<String>,
 }
 
 /// Why a tokenizer could not be built or used.
@@ -208,6 +211,7 @@ impl TokenizerSpec {
             token_types,
             bos_id: endoftext,
             eos_id: endoftext,
+            chat_template: None,
         })
     }
 }
@@ -650,6 +654,7 @@ mod tests {
             token_types,
             bos_id: Some(259),
             eos_id: Some(259),
+            chat_template: None,
         }
     }
 

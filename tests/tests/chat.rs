@@ -113,3 +113,34 @@ fn formats_render_as_specified() {
     let err = strict.render(&msgs, false).unwrap_err().to_string();
     assert!(err.contains("no system role") && err.contains("tokenizer.chat_template"), "{err}");
 }
+
+/// A `chat_template` in tokenizer_config.json travels into the GGUF, and the chat format of
+/// the loaded model is that template.
+#[test]
+fn a_chat_template_from_tokenizer_config_is_used() {
+    use pocketlm_core::convert::{convert, ConvertOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("with-template");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&primary().model_dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let cfg_path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+    cfg["chat_template"] =
+        serde_json::json!([{ "name": "tool_use", "template": "x" }, { "name": "default", "template": template }]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = tmp.path().join("t.gguf");
+    let opts =
+        ConvertOptions { model_dir: dir, out: out.clone(), preset: Preset::F32, tokenizer: None, pad_inner_to: None };
+    convert(&opts, &mut |_| {}).unwrap();
+    let model = Arc::new(Model::load(&out).unwrap());
+    let format = ChatFormat::for_model(&model);
+    assert!(matches!(&format, ChatFormat::Template { source, .. } if source == template), "{format:?}");
+    assert_eq!(format.render(&[Message::new(Role::User, "Hi")], true).unwrap(), "<user>Hi<assistant>");
+    // The base model has none: the HH-RLHF format.
+    let plain = Arc::new(Model::load(convert_fixture(&primary(), Preset::F32, None, tmp.path())).unwrap());
+    assert!(matches!(ChatFormat::for_model(&plain), ChatFormat::HumanAssistant));
+}

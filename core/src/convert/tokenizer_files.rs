@@ -31,6 +31,7 @@ pub(super) fn load(dir: &Path, explicit: Option<&Path>, cfg: &HfConfig) -> Resul
     let eos = cfg.eos_token_id.or_else(|| by_name(&named.eos));
     spec.bos_id = bos.or(spec.bos_id);
     spec.eos_id = eos.or(spec.eos_id);
+    spec.chat_template = named.chat_template;
     let n = spec.tokens.len();
     for (key, id) in [("bos_token_id", spec.bos_id), ("eos_token_id", spec.eos_id)] {
         if let Some(id) = id.filter(|&id| id as usize >= n) {
@@ -54,6 +55,9 @@ struct SpecialTokens {
     bos: Option<String>,
     eos: Option<String>,
     all: Vec<String>,
+    /// tokenizer_config.json's `chat_template`: a string, or a list of `{name, template}`
+    /// (the one named "default", else the first).
+    chat_template: Option<String>,
 }
 
 impl SpecialTokens {
@@ -68,6 +72,17 @@ impl SpecialTokens {
             let bad = |why: String| -> Error { ConvertError::Config { path: path.clone(), why }.into() };
             let v: Value = serde_json::from_str(&read(&path)?).map_err(|e| bad(format!("not valid JSON: {e}")))?;
             let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+            if file == "tokenizer_config.json" {
+                out.chat_template = match obj.get("chat_template") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) => Some(t.clone()),
+                    Some(Value::Array(list)) => {
+                        let named = |n: &str| list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n));
+                        named("default").or(list.first()).and_then(|t| t.get("template")?.as_str()).map(str::to_string)
+                    }
+                    Some(_) => return Err(bad("chat_template is neither a string nor a list of templates".into())),
+                };
+            }
             for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
                 let Some(tok) = obj.get(key).and_then(token_content) else { continue };
                 match key {

@@ -33,6 +33,9 @@ pub fn to_metadata(spec: &TokenizerSpec) -> Vec<(String, MetaValue)> {
     }
     // BTLM was trained without a BOS prepended to prompts.
     m.push((ADD_BOS.into(), MetaValue::Bool(false)));
+    if let Some(t) = &spec.chat_template {
+        m.push((crate::chat::CHAT_TEMPLATE_KEY.into(), MetaValue::Str(t.clone())));
+    }
     m
 }
 
@@ -72,7 +75,11 @@ pub fn from_gguf(h: &GgufHeader) -> Result<TokenizerSpec, GgufError> {
             },
         }
     };
-    Ok(TokenizerSpec { model, bos_id: id(BOS)?, eos_id: id(EOS)?, tokens, merges, token_types })
+    let chat_template = match h.get(crate::chat::CHAT_TEMPLATE_KEY) {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or_else(|| wrong(crate::chat::CHAT_TEMPLATE_KEY, "string", v))?.to_string()),
+    };
+    Ok(TokenizerSpec { model, bos_id: id(BOS)?, eos_id: id(EOS)?, tokens, merges, token_types, chat_template })
 }
 
 /// llama.cpp's token types: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined,
