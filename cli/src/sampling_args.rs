@@ -17,6 +17,12 @@ pub struct SamplingArgs {
     pub repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
+    /// Subtracted once from the logit of each token in the last --repeat-last-n (OpenAI's)
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Subtracted from a logit per occurrence in the last --repeat-last-n (OpenAI's)
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
     #[arg(long, default_value_t = 0xC0FFEE)]
     pub seed: u64,
 }
@@ -30,6 +36,8 @@ impl SamplingArgs {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed: self.seed,
         }
     }

@@ -40,6 +40,12 @@ pub struct SamplingParams {
     /// 0 = disabled. Only recent repeats are penalised, so that a long prompt
     /// does not suppress the words the answer naturally needs.
     pub repeat_last_n: usize,
+    /// 0.0 = disabled. OpenAI's: subtracted once from the logit of every id in the
+    /// penalty window (the last `repeat_last_n` tokens), as llama.cpp applies it.
+    pub presence_penalty: f32,
+    /// 0.0 = disabled. OpenAI's: subtracted from a logit once per occurrence of
+    /// its id in the penalty window.
+    pub frequency_penalty: f32,
     /// Fixed rather than drawn from the OS, so that a run can be reproduced.
     pub seed: u64,
 }
@@ -58,6 +64,8 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0xC0FFEE,
         }
     }
@@ -67,7 +75,16 @@ impl SamplingParams {
     /// Pure argmax with no penalty, for tests and evaluations that must not
     /// depend on the rng; the seed is left at its default since it goes unused.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Rejects values that would otherwise be silently reinterpreted by
@@ -85,6 +102,11 @@ impl SamplingParams {
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             return Err(format!("repeat_penalty must be finite and > 0 (1 disables it), got {}", self.repeat_penalty));
+        }
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(format!("{name} must be in [-2, 2] (0 disables it), got {v}"));
+            }
         }
         Ok(())
     }
@@ -158,21 +180,27 @@ impl Sampler {
     }
 
     fn apply_repeat_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
-        let pen = self.params.repeat_penalty;
-        let last_n = self.params.repeat_last_n;
+        let p = &self.params;
+        let (pen, presence, frequency) = (p.repeat_penalty, p.presence_penalty, p.frequency_penalty);
         // NaN or non-positive penalties would flip or poison logits: ignore them.
-        if last_n == 0 || pen == 1.0 || pen.is_nan() || pen <= 0.0 {
+        let ctrl = !(pen == 1.0 || pen.is_nan() || pen <= 0.0);
+        let openai = (presence != 0.0 && presence.is_finite()) || (frequency != 0.0 && frequency.is_finite());
+        if p.repeat_last_n == 0 || !(ctrl || openai) {
             return;
         }
-        let start = history.len().saturating_sub(last_n);
+        let start = history.len().saturating_sub(p.repeat_last_n);
         self.window.clear();
         self.window.extend_from_slice(&history[start..]);
         self.window.sort_unstable();
-        self.window.dedup();
-        for &id in &self.window {
+        // Distinct ids with their counts, from the sorted window.
+        for run in self.window.chunk_by(|a, b| a == b) {
             // Ids outside the vocab (e.g. a tokenizer's added tokens) are skipped.
-            if let Some(l) = logits.get_mut(id as usize) {
+            let Some(l) = logits.get_mut(run[0] as usize) else { continue };
+            if ctrl {
                 *l = if *l > 0.0 { *l / pen } else { *l * pen };
+            }
+            if openai {
+                *l -= presence.clamp(-2.0, 2.0) + frequency.clamp(-2.0, 2.0) * run.len() as f32;
             }
         }
     }
@@ -314,7 +342,16 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, min_p, repeat_penalty: 1.0, repeat_last_n: 64, seed: 42 }
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+            ..Default::default()
+        }
     }
 
     fn frequencies(s: &mut Sampler, logits: &[f32], draws: usize) -> Vec<f64> {
@@ -412,6 +449,27 @@ mod tests {
                 assert_eq!(s.sample(&mut logits, &[]), want, "t={t} case={case}");
             }
         }
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_follow_openai() {
+        // Token 1 twice and token 2 once in the window; token 3 before it (not counted).
+        let history = [3u32, 1, 2, 1];
+        let p = SamplingParams {
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            repeat_last_n: 3,
+            ..SamplingParams::greedy()
+        };
+        let mut s = Sampler::new(p);
+        let mut logits = [1.0f32, 1.0, 1.0, 1.0];
+        s.apply_repeat_penalty(&mut logits, &history);
+        assert_eq!(logits, [1.0, 1.0 - 0.5 - 0.5, 1.0 - 0.5 - 0.25, 1.0]);
+        // Enough to change the greedy choice: 2.0 on a repeated token loses to 1.5.
+        let mut s = Sampler::new(SamplingParams { presence_penalty: 1.0, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&mut [0.0, 2.0, 1.5], &[1]), 2);
+        let bad = SamplingParams { frequency_penalty: 3.0, ..SamplingParams::greedy() };
+        assert!(bad.validate().unwrap_err().contains("frequency_penalty"));
     }
 
     #[test]
