@@ -9,6 +9,7 @@ mod perplexity_cmd;
 mod quantize_cmd;
 mod run_cmd;
 mod sampling_args;
+mod serve;
 mod synth_cmd;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Cmd {
     Run(run_cmd::Args),
     /// Chat in the terminal, multi-turn, with the KV cache kept across turns
     Chat(chat_cmd::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API
+    Serve(serve::Args),
     /// Write a random-weight model of real shape (for benchmarks)
     Synth(synth_cmd::Args),
     /// Measure prompt and generation speed, memory and bandwidth use
@@ -74,8 +77,8 @@ fn main() -> ExitCode {
     // llama.cpp spells the cache type `-ctk`, which clap would read as `-c tk`.
     let args = std::env::args().map(|a| if a == "-ctk" { "--cache-type".to_string() } else { a });
     let cli = Cli::parse_from(args);
-    if !matches!(cli.cmd, Cmd::Chat(_)) {
-        clean_up_on_signals(); // chat's Ctrl-C stops an answer instead
+    if !matches!(cli.cmd, Cmd::Chat(_) | Cmd::Serve(_)) {
+        clean_up_on_signals(); // chat's Ctrl-C stops an answer, serve's drains the server
     }
     let result = match cli.cmd {
         Cmd::Convert(a) => convert_cmd::run(a),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Cmd::Quantize(a) => quantize_cmd::run(a),
         Cmd::Run(a) => run_cmd::run(a),
         Cmd::Chat(a) => chat_cmd::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Synth(a) => synth_cmd::run(a),
         Cmd::Bench(a) => bench_cmd::run(a),
         Cmd::Perplexity(a) => perplexity_cmd::run(a),
