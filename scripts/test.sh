@@ -8,10 +8,11 @@
 #   4. scripts/test-aarch64.sh  the ARM64 suites under qemu (with and without dotprod/i8mm)
 #                               and the Android compile check;
 #   5. scripts/test-fuzz.sh     every fuzz target for 20 s on the repository's seeds, and a
-#                               replay of the inputs past fuzzing found.
+#                               replay of the inputs past fuzzing found;
+#   6. scripts/test-serve-openai.sh  `pocketlm serve` with the official openai Python client.
 # Runs from a clone alone (the test data it needs is vendored in tests/fixtures); the workplace's
 # shared/ folder beside an ancestor of the checkout (or POCKETLM_SHARED) adds the random-weight
-# golden fixtures, and the summary says which sets ran. POCKETLM_SKIP="swift aarch64 fuzz" skips steps.
+# golden fixtures, and the summary says which sets ran. POCKETLM_SKIP="swift aarch64 fuzz serve-openai" skips steps.
 # The last line counts every test: `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -99,7 +100,7 @@ rm -rf "$clone"
 count "rust without ../shared ($((SECONDS - t0)) s)" target/no-shared-tests.log
 count "quick start from a fresh clone" target/quickstart.log
 
-for step in kotlin swift aarch64 fuzz; do
+for step in kotlin swift aarch64 fuzz serve-openai; do
     if skipped "$step"; then
         summary+=("$step: skipped (POCKETLM_SKIP)")
         continue
