@@ -265,3 +265,67 @@ fn slots_queue_disconnects_api_key_and_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// 4 slots, 16 concurrent streaming clients x 5 requests: every request completes or gets a
+/// clean 503, no answer is mixed with another's (each equals its prompt's greedy answer, taken
+/// alone beforehand), and the server's memory stays within weights + 4 KV caches + slack.
+#[test]
+fn sixteen_concurrent_streaming_clients_on_four_slots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = convert_mini(tmp.path());
+    let s = std::sync::Arc::new(Server::start(&model, &["--parallel", "4", "--queue", "8", "-c", "512"]));
+    let prompts: Vec<String> = (0..16).map(|i| format!("Chapter {i}. Anne walked to")).collect();
+    let body = |p: &str, stream: bool| {
+        serde_json::json!({ "prompt": p, "max_tokens": 8, "temperature": 0, "stream": stream }).to_string()
+    };
+    let expected: Vec<String> = prompts
+        .iter()
+        .map(|p| s.post("/v1/completions", &body(p, false)).1["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            let (s, p, want) = (s.clone(), prompts[i].clone(), expected[i].clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut busy) = (0, 0);
+                for _ in 0..5 {
+                    let (st, _, raw) = s.request("POST", "/v1/completions", "", &body(&p, true));
+                    match st {
+                        200 => {
+                            let events = sse_events(&raw);
+                            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+                            let text: String = events[..events.len() - 1]
+                                .iter()
+                                .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
+                                .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+                                .collect();
+                            assert_eq!(text, want, "client {i}: an answer that is not its own");
+                            ok += 1;
+                        }
+                        503 => busy += 1,
+                        other => panic!("client {i}: status {other}: {raw}"),
+                    }
+                }
+                (ok, busy)
+            })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0, 0);
+    for w in workers {
+        let (o, b) = w.join().unwrap();
+        (ok, busy) = (ok + o, busy + b);
+    }
+    let elapsed = t0.elapsed();
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", s.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix(" kB")?.trim().parse().ok())
+        .unwrap();
+    // Weights 20 MiB (f32) + 4 x 512-token f16 caches (4 MiB each) + runtime and buffers.
+    println!("80 requests: {ok} completed, {busy} got 503, in {elapsed:.1?}; peak RSS {} MiB", rss_kib / 1024);
+    assert_eq!(ok + busy, 80);
+    assert!(ok >= 40, "most requests are served: {ok}");
+    assert!(rss_kib < 256 * 1024, "peak RSS {rss_kib} KiB");
+    assert!(elapsed < Duration::from_secs(240), "the run ends by itself");
+    assert_eq!(s.get("/health").0, 200);
+}
