@@ -94,11 +94,7 @@ fn answer(
     let cancel = CancelHandle::new();
     *running.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
     let opts = GenerateOptions { cancel, ..opts.clone() };
-    let mut first = true;
     let reply = chat.send(input, &opts, &mut |piece| {
-        // The reply's leading space is the format's, not the answer's.
-        let piece = if first { piece.trim_start() } else { piece };
-        first &= piece.is_empty();
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
     });

@@ -113,14 +113,23 @@ impl ChatFormat {
             ChatFormat::Template { .. } => vec![],
         }
     }
+}
 
-    /// Where a reply would begin: the text the rendering adds for `add_generation_prompt`,
-    /// with the leading space the reply itself then does not repeat.
-    fn trim_reply(&self, reply: &str) -> String {
-        match self {
-            ChatFormat::HumanAssistant => reply.strip_prefix(' ').unwrap_or(reply).trim_end().to_string(),
-            ChatFormat::Template { .. } => reply.trim().to_string(),
+/// Drops the whitespace a reply starts with, from a stream of pieces: the formats end the
+/// prompt at "Assistant:" and leave the space to the model, which is not part of the answer.
+#[derive(Debug, Default)]
+pub struct TrimStart {
+    started: bool,
+}
+
+impl TrimStart {
+    pub fn piece<'a>(&mut self, piece: &'a str) -> &'a str {
+        if self.started {
+            return piece;
         }
+        let rest = piece.trim_start();
+        self.started = !rest.is_empty();
+        rest
     }
 }
 
@@ -204,12 +213,15 @@ impl Conversation {
         self.session.truncate(common);
         let mut opts = opts.clone();
         opts.stop.extend(self.format.stops());
-        let mut reply = String::new();
+        let (mut reply, mut trim) = (String::new(), TrimStart::default());
         let stats = self.session.generate_text_ids(&ids[common..], &opts, &mut |piece| {
-            reply.push_str(piece);
-            on_text(piece);
+            let piece = trim.piece(piece);
+            if !piece.is_empty() {
+                reply.push_str(piece);
+                on_text(piece);
+            }
         })?;
-        let text = self.format.trim_reply(&reply);
+        let text = reply.trim_end().to_string();
         self.messages.push(Message::new(Role::Assistant, text.clone()));
         Ok(Reply { text, prefilled: stats.prompt_tokens, reused: common, stats })
     }

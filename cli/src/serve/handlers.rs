@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use pocketlm_core::chat::TrimStart;
 use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{CancelHandle, GenerateOptions, GenerationStats, StopReason};
 use serde_json::{json, Value};
@@ -291,12 +292,10 @@ async fn run(st: Arc<AppState>, job: Job, kind: Kind) -> Response {
         let common = common_prefix(s.tokens(), &ids).min(ids.len() - 1);
         s.truncate(common);
         let cancel = opts.cancel.clone();
-        let mut first = kind == Kind::Chat;
+        let mut trim = TrimStart::default();
         let result = pool.install(|| {
             s.generate_text_ids(&ids[common..], &opts, &mut |piece| {
-                // A chat reply's leading space belongs to the format ("Assistant: ").
-                let piece = if first { piece.trim_start() } else { piece };
-                first &= piece.is_empty();
+                let piece = if kind == Kind::Chat { trim.piece(piece) } else { piece };
                 if !piece.is_empty() && tx.blocking_send(Piece::Text(piece.to_string())).is_err() {
                     cancel.cancel(); // the client is gone
                 }
