@@ -5,10 +5,13 @@
 
 uniffi::setup_scaffolding!();
 
+mod chat;
 mod error;
+mod exclusive;
 mod model;
 mod session;
 
+pub use chat::{Chat, ChatMessage, ChatRole};
 pub use error::PocketLmError;
 pub use model::{Model, ModelInfo, ModelOptions};
 pub use session::{

@@ -1,6 +1,7 @@
 //! `Model`: a loaded GGUF (memory-mapped weights, tokenizer) plus the worker pool sessions run
 //! on. Shared by any number of sessions and threads.
 
+use crate::chat::Chat;
 use crate::error::PocketLmError;
 use crate::guard;
 use crate::session::{Session, SessionOptions};
@@ -77,6 +78,13 @@ impl Model {
     /// A new conversation with its own KV cache (allocated now: too big is an error here).
     pub fn new_session(&self, options: SessionOptions) -> Result<Arc<Session>, PocketLmError> {
         guard(|| Session::create(self, options).map(Arc::new))
+    }
+
+    /// A new multi-turn chat in the model's chat format, with its own KV cache (allocated now),
+    /// starting with `system` as a preamble if given.
+    #[uniffi::method(default(system = None))]
+    pub fn new_chat(&self, options: SessionOptions, system: Option<String>) -> Result<Arc<Chat>, PocketLmError> {
+        guard(|| Chat::create(self, options, system).map(Arc::new))
     }
 
     pub fn tokenize(&self, text: String) -> Result<Vec<u32>, PocketLmError> {

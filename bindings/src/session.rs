@@ -3,12 +3,13 @@
 //! Concurrent calls on one session are refused with `Busy` instead of queueing.
 
 use crate::error::PocketLmError;
+use crate::exclusive::Exclusive;
 use crate::guard;
 use crate::model::Model;
 use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{self as core, CancelHandle};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
 
 /// Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
 /// q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
@@ -121,78 +122,54 @@ impl CancelToken {
 
 #[derive(uniffi::Object)]
 pub struct Session {
-    inner: Mutex<core::Session>,
-    /// The cancel token of the call holding `inner`, if any: `cancel()` and `reset()` stop it,
-    /// and a new call waits for it instead of failing with `Busy` once it is cancelled.
-    running: Mutex<Option<CancelHandle>>,
+    inner: Exclusive<core::Session>,
     pool: Arc<rayon::ThreadPool>,
     /// Tokens in the conversation, readable while a generation runs.
     count: Arc<AtomicUsize>,
     n_ctx: u32,
 }
 
-/// The session while one call holds it; dropping it frees the session for the next call.
-struct Held<'a> {
-    // Declared first so it is dropped first: `running` is cleared before the lock is released.
-    _running: RunningSlot<'a>,
-    session: MutexGuard<'a, core::Session>,
+/// The core session a `SessionOptions` asks for, on `model`.
+pub(crate) fn core_session(model: &Model, o: &SessionOptions) -> Result<core::Session, PocketLmError> {
+    let opts = core::SessionOptions {
+        n_ctx: o.context_size as usize,
+        kv_type: match o.kv_cache_type.unwrap_or(KvCacheType::F16) {
+            KvCacheType::F16 => pocketlm_core::KvType::F16,
+            KvCacheType::F32 => pocketlm_core::KvType::F32,
+            KvCacheType::Q8_0 => pocketlm_core::KvType::Q8_0,
+            KvCacheType::Q4 => pocketlm_core::KvType::Q4,
+        },
+        mem_budget: model.budget,
+        ..Default::default()
+    };
+    Ok(core::Session::new(model.inner.clone(), &opts)?)
 }
 
-struct RunningSlot<'a>(&'a Mutex<Option<CancelHandle>>);
-
-impl Drop for RunningSlot<'_> {
-    fn drop(&mut self) {
-        *lock_ignoring_poison(self.0) = None;
+/// What `on_finish` gets for a call that failed (it throws the error).
+pub(crate) fn failed_stats() -> GenerationStats {
+    GenerationStats {
+        prompt_tokens: 0,
+        generated_tokens: 0,
+        prompt_tokens_per_second: 0.0,
+        generation_tokens_per_second: 0.0,
+        stop_reason: StopReason::Error,
     }
 }
 
-fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic inside an earlier call was caught by `guard`; the state is still consistent (the
-    // cache length only advances after a whole forward pass).
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The core options of a call, watching `cancel` if the app gave one.
+pub(crate) fn call_options(o: &GenerateOptions, cancel: Option<Arc<CancelToken>>) -> core::GenerateOptions {
+    let mut opts = core_options(o);
+    if let Some(t) = cancel {
+        opts.cancel = t.0.clone();
+    }
+    opts
 }
 
 impl Session {
     pub(crate) fn create(model: &Model, o: SessionOptions) -> Result<Session, PocketLmError> {
-        let opts = core::SessionOptions {
-            n_ctx: o.context_size as usize,
-            kv_type: match o.kv_cache_type.unwrap_or(KvCacheType::F16) {
-                KvCacheType::F16 => pocketlm_core::KvType::F16,
-                KvCacheType::F32 => pocketlm_core::KvType::F32,
-                KvCacheType::Q8_0 => pocketlm_core::KvType::Q8_0,
-                KvCacheType::Q4 => pocketlm_core::KvType::Q4,
-            },
-            mem_budget: model.budget,
-            ..Default::default()
-        };
-        let inner = core::Session::new(model.inner.clone(), &opts)?;
+        let inner = core_session(model, &o)?;
         let count = inner.token_count_handle();
-        Ok(Session {
-            n_ctx: inner.n_ctx() as u32,
-            inner: Mutex::new(inner),
-            running: Mutex::new(None),
-            pool: model.pool.clone(),
-            count,
-        })
-    }
-
-    /// Takes the session for a call watching `token`. A call already running fails this one
-    /// with `Busy`, unless it was cancelled: then this one waits for it to wind down (at most
-    /// one layer of work), so "stop, then send" needs no waiting in the app.
-    fn acquire(&self, token: &CancelHandle) -> Result<Held<'_>, PocketLmError> {
-        let session = match self.inner.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                let holder = lock_ignoring_poison(&self.running).clone();
-                if holder.is_some_and(|t| !t.is_cancelled()) {
-                    return Err(PocketLmError::Busy { message: "another call is running on this session".into() });
-                }
-                lock_ignoring_poison(&self.inner)
-            }
-        };
-        *lock_ignoring_poison(&self.running) = Some(token.clone());
-        Ok(Held { _running: RunningSlot(&self.running), session })
+        Ok(Session { n_ctx: inner.n_ctx() as u32, inner: Exclusive::new(inner), pool: model.pool.clone(), count })
     }
 
     fn run(
@@ -202,12 +179,9 @@ impl Session {
         cancel: Option<Arc<CancelToken>>,
         stream: Option<&dyn TokenStream>,
     ) -> Result<GenerationResult, PocketLmError> {
-        let mut opts = core_options(&options);
-        if let Some(t) = cancel {
-            opts.cancel = t.0.clone();
-        }
-        let mut held = self.acquire(&opts.cancel)?;
-        let s: &mut core::Session = &mut held.session;
+        let opts = call_options(&options, cancel);
+        let mut held = self.inner.acquire(&opts.cancel)?;
+        let s: &mut core::Session = &mut held;
         let mut ids = Vec::new();
         let result = self.pool.install(|| match prompt {
             Prompt::Text(text) => s.generate(&text, &opts, &mut |piece| {
@@ -247,16 +221,7 @@ impl Session {
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<GenerationStats, PocketLmError> {
         let result = guard(|| self.run(Prompt::Text(prompt), options, cancel, Some(&*stream)).map(|r| r.stats));
-        stream.on_finish(match &result {
-            Ok(stats) => stats.clone(),
-            Err(_) => GenerationStats {
-                prompt_tokens: 0,
-                generated_tokens: 0,
-                prompt_tokens_per_second: 0.0,
-                generation_tokens_per_second: 0.0,
-                stop_reason: StopReason::Error,
-            },
-        });
+        stream.on_finish(result.as_ref().map_or_else(|_| failed_stats(), Clone::clone));
         result
     }
 
@@ -274,9 +239,7 @@ impl Session {
     /// Stops the call running now, if any (a call that starts later is not affected: pass a
     /// `CancelToken` to the call for a cancel that cannot miss it). Safe from any thread.
     pub fn cancel(&self) {
-        if let Some(t) = lock_ignoring_poison(&self.running).as_ref() {
-            t.cancel();
-        }
+        self.inner.cancel_running();
     }
 
     /// Tokens in the conversation so far (prompt and generated), updated during generation.
@@ -292,15 +255,11 @@ impl Session {
     /// Forgets the conversation (keeps the memory). A running generation is cancelled and
     /// waited for (at most one layer of work) first.
     pub fn reset(&self) -> Result<(), PocketLmError> {
-        guard(|| {
-            self.cancel();
-            self.acquire(&CancelHandle::new())?.session.reset();
-            Ok(())
-        })
+        guard(|| self.inner.after_cancelling(core::Session::reset))
     }
 }
 
-fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
+pub(crate) fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
     core::GenerateOptions {
         max_tokens: o.max_tokens as usize,
         sampling: SamplingParams {
@@ -318,7 +277,7 @@ fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
     }
 }
 
-fn convert_stats(s: &core::GenerationStats) -> GenerationStats {
+pub(crate) fn convert_stats(s: &core::GenerationStats) -> GenerationStats {
     GenerationStats {
         prompt_tokens: s.prompt_tokens as u32,
         generated_tokens: s.generated_tokens as u32,

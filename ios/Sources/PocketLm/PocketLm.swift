@@ -48,6 +48,12 @@ public final class PocketLmModel: Sendable {
         PocketLmSession(raw: try raw.newSession(options: options))
     }
 
+    /// A multi-turn chat in the model's chat format with its own KV cache (allocated here),
+    /// starting with `system` as a preamble if given.
+    public func newChat(options: SessionOptions = SessionOptions(), system: String? = nil) throws -> PocketLmChat {
+        PocketLmChat(raw: try raw.newChat(options: options, system: system))
+    }
+
     /// The token ids of `text` (no special tokens added).
     public func tokenize(_ text: String) throws -> [UInt32] {
         try raw.tokenize(text: text)
@@ -70,8 +76,7 @@ public final class PocketLmModel: Sendable {
 /// then send" works without the app having to wait for anything.
 public final class PocketLmSession: Sendable {
     let raw: Session
-    /// Cancel tokens of the calls started through this wrapper that have not ended yet.
-    private let calls = Locked([ObjectIdentifier: CancelToken]())
+    private let calls = Calls()
     private let stats = Locked<GenerationStats?>(nil)
 
     /// Tokens of context this session was created with (prompt + answers).
@@ -111,24 +116,9 @@ public final class PocketLmSession: Sendable {
         _ prompt: String,
         options: GenerateOptions = GenerateOptions()
     ) -> AsyncThrowingStream<String, Error> {
-        // Unbounded buffer: pieces are small and come slower than any UI reads them, and a
-        // bounded one would drop text (AsyncStream cannot slow the native loop down).
-        let (stream, continuation) = AsyncThrowingStream<String, Error>.makeStream()
-        let token = begin()
-        // Any termination (consumer cancelled, loop exited, stream dropped, or our own finish)
-        // cancels the call; after the call is done it is a no-op.
-        continuation.onTermination = { _ in token.cancel() }
-        let sink = StreamSink(continuation: continuation, token: token, stats: stats)
-        BackgroundThread.start(name: "PocketLm.generate") { [self] in
-            defer { end(token) }
-            do {
-                _ = try raw.generate(prompt: prompt, options: options, stream: sink, cancel: token)
-                continuation.finish()
-            } catch {
-                continuation.finish(throwing: error)
-            }
+        textStream(name: "PocketLm.generate", calls: calls, stats: stats) { [raw] sink, token in
+            _ = try raw.generate(prompt: prompt, options: options, stream: sink, cancel: token)
         }
-        return stream
     }
 
     /// Generates from token ids and returns the generated ids with the statistics.
@@ -140,10 +130,10 @@ public final class PocketLmSession: Sendable {
         _ prompt: [UInt32],
         options: GenerateOptions = GenerateOptions()
     ) async throws -> GenerationResult {
-        let token = begin()
+        let token = calls.begin()
         return try await withTaskCancellationHandler {
             try await BackgroundThread.run(name: "PocketLm.generateIds") { [self] in
-                defer { end(token) }
+                defer { calls.end(token) }
                 let result = try raw.generateIds(prompt: prompt, options: options, cancel: token)
                 stats.withLock { $0 = result.stats }
                 return result
@@ -157,9 +147,7 @@ public final class PocketLmSession: Sendable {
     /// thread, including one whose thread has not reached the runtime. Their streams then
     /// finish normally with `lastStats.stopReason == .cancelled`.
     public func cancel() {
-        for token in calls.withLock({ Array($0.values) }) {
-            token.cancel()
-        }
+        calls.cancelAll()
         raw.cancel()
     }
 
@@ -169,22 +157,124 @@ public final class PocketLmSession: Sendable {
         cancel()
         try raw.reset()
     }
+}
 
-    private func begin() -> CancelToken {
-        let token = CancelToken()
-        calls.withLock { $0[ObjectIdentifier(token)] = token }
-        return token
+// MARK: - Chat
+
+/// A multi-turn chat in the model's chat format (its GGUF chat template, else BTLM chat's
+/// "Human:/Assistant:" turns). Each `send` appends the user's message and the reply; the KV
+/// cache is kept across turns, so a turn reads only its own new tokens. One reply at a time,
+/// as for `PocketLmSession`.
+public final class PocketLmChat: Sendable {
+    let raw: Chat
+    private let calls = Calls()
+    private let stats = Locked<GenerationStats?>(nil)
+
+    /// Tokens of context this chat was created with.
+    public let contextSize: Int
+
+    init(raw: Chat) {
+        self.raw = raw
+        self.contextSize = Int(raw.contextSize())
     }
 
-    private func end(_ token: CancelToken) {
-        calls.withLock { $0[ObjectIdentifier(token)] = nil }
+    /// Statistics of the last reply that ended (whatever the reason); a failed one does not
+    /// change it.
+    public var lastStats: GenerationStats? {
+        stats.withLock { $0 }
+    }
+
+    /// Tokens of the conversation in the KV cache, updated live during a reply.
+    public var tokenCount: Int {
+        Int(raw.tokenCount())
+    }
+
+    /// The conversation so far: a system message first if there is one, then the turns.
+    public func messages() throws -> [ChatMessage] {
+        try raw.messages()
+    }
+
+    /// Sends `text` and streams the reply, as `PocketLmSession.generate` streams an answer:
+    /// terminating the stream stops the reply (what was generated stays in the history), and
+    /// an error finishes it throwing, with the history as it was.
+    public func send(_ text: String, options: GenerateOptions = GenerateOptions()) -> AsyncThrowingStream<String, Error> {
+        textStream(name: "PocketLm.chat", calls: calls, stats: stats) { [raw] sink, token in
+            _ = try raw.send(text: text, options: options, stream: sink, cancel: token)
+        }
+    }
+
+    /// Replaces the history (edited or restored); the next turn reuses the cache up to the
+    /// first change.
+    public func setMessages(_ messages: [ChatMessage]) throws {
+        calls.cancelAll()
+        try raw.setMessages(messages: messages)
+    }
+
+    /// Stops the reply being generated, if any, from any thread.
+    public func cancel() {
+        calls.cancelAll()
+        raw.cancel()
+    }
+
+    /// Forgets the conversation but a system message (a running reply is cancelled first).
+    public func reset() throws {
+        cancel()
+        try raw.reset()
     }
 }
 
 // MARK: - Internals
 
+/// The cancel tokens of the calls started through a wrapper that have not ended yet, so its
+/// `cancel()` reaches a call whose thread has not reached the runtime.
+final class Calls: Sendable {
+    private let tokens = Locked([ObjectIdentifier: CancelToken]())
+
+    func begin() -> CancelToken {
+        let token = CancelToken()
+        tokens.withLock { $0[ObjectIdentifier(token)] = token }
+        return token
+    }
+
+    func end(_ token: CancelToken) {
+        tokens.withLock { $0[ObjectIdentifier(token)] = nil }
+    }
+
+    func cancelAll() {
+        for token in tokens.withLock({ Array($0.values) }) {
+            token.cancel()
+        }
+    }
+}
+
+/// One blocking native call that streams text, as an `AsyncThrowingStream`: `body` runs on
+/// its own thread with a sink feeding the stream and the call's cancel token. Any termination
+/// of the stream (consumer cancelled, loop exited, stream dropped, or our own finish) cancels
+/// the token, which is a no-op once the call is done.
+func textStream(
+    name: String, calls: Calls, stats: Locked<GenerationStats?>,
+    _ body: @escaping @Sendable (StreamSink, CancelToken) throws -> Void
+) -> AsyncThrowingStream<String, Error> {
+    // Unbounded buffer: pieces are small and come slower than any UI reads them, and a
+    // bounded one would drop text (AsyncStream cannot slow the native loop down).
+    let (stream, continuation) = AsyncThrowingStream<String, Error>.makeStream()
+    let token = calls.begin()
+    continuation.onTermination = { _ in token.cancel() }
+    let sink = StreamSink(continuation: continuation, token: token, stats: stats)
+    BackgroundThread.start(name: name) {
+        defer { calls.end(token) }
+        do {
+            try body(sink, token)
+            continuation.finish()
+        } catch {
+            continuation.finish(throwing: error)
+        }
+    }
+    return stream
+}
+
 /// Receives the native callbacks (on a runtime worker thread) and feeds the stream.
-private final class StreamSink: TokenStream, Sendable {
+final class StreamSink: TokenStream, Sendable {
     let continuation: AsyncThrowingStream<String, Error>.Continuation
     let token: CancelToken
     let stats: Locked<GenerationStats?>

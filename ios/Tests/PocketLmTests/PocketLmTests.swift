@@ -344,4 +344,35 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
         while try await iterator.next() != nil {}
         XCTAssertEqual(wrapped.lastStats?.stopReason, .cancelled)
     }
+
+    // MARK: chat
+
+    /// A chat keeps its KV cache across turns; a reply cut short stops natively and the chat
+    /// goes on; reset keeps the system message.
+    func testChatKeepsItsCacheAcrossTurns() async throws {
+        let fx = try Fixtures.load()
+        let model = try await PocketLmModel.load(path: fx.tiny)
+        let chat = try model.newChat(options: SessionOptions(contextSize: 8192), system: "About Persuasion.")
+        var first = ""
+        for try await piece in chat.send("Who is Anne?", options: greedy(8)) { first += piece }
+        XCTAssertFalse(first.isEmpty)
+        let afterFirst = chat.tokenCount
+        for try await _ in chat.send("And her father?", options: greedy(8)) {}
+        XCTAssertGreaterThan(chat.tokenCount, afterFirst, "the second turn extends the cached conversation")
+        XCTAssertEqual(try chat.messages().map(\.role), [.system, .user, .assistant, .user, .assistant])
+        XCTAssertEqual(try chat.messages()[2].content, first.trimmingCharacters(in: .whitespacesAndNewlines))
+
+        var pieces = 0
+        for try await _ in chat.send("Tell me everything.", options: greedy(5000)) {
+            pieces += 1
+            if pieces == 3 { break }
+        }
+        let ended = await waitUntil { chat.lastStats?.stopReason == .cancelled }
+        XCTAssertTrue(ended, "breaking out of the loop cancels the reply")
+        try chat.reset()
+        XCTAssertEqual(try chat.messages().map(\.role), [.system])
+        var again = ""
+        for try await piece in chat.send("Who is Anne?", options: greedy(8)) { again += piece }
+        XCTAssertEqual(again, first, "after a reset the same question gets the same greedy answer")
+    }
 }

@@ -14,6 +14,8 @@ import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import uniffi.pocketlm.CancelToken
+import uniffi.pocketlm.Chat
+import uniffi.pocketlm.ChatMessage
 import uniffi.pocketlm.GenerateOptions
 import uniffi.pocketlm.GenerationResult
 import uniffi.pocketlm.GenerationStats
@@ -50,6 +52,13 @@ class PocketLmModel private constructor(private val native: Model) : AutoCloseab
      */
     fun newSession(options: SessionOptions = SessionOptions()): PocketLmSession =
         PocketLmSession(native.newSession(options))
+
+    /**
+     * Starts a multi-turn chat in the model's chat format (its GGUF chat template, else BTLM
+     * chat's "Human:/Assistant:" turns), with its own KV cache and an optional [system] preamble.
+     */
+    fun newChat(options: SessionOptions = SessionOptions(), system: String? = null): PocketLmChat =
+        PocketLmChat(native.newChat(options, system))
 
     /** Token ids of [text] with the model's own tokenizer. */
     fun tokenize(text: String): List<UInt> = native.tokenize(text)
@@ -114,37 +123,7 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
      * (it is shared with the model's other sessions). Each collection starts a new generation.
      */
     fun generate(prompt: String, options: GenerateOptions = GenerateOptions()): Flow<String> =
-        callbackFlow {
-            val cancel = CancelToken()
-            val stream = object : TokenStream {
-                override fun onText(text: String) {
-                    // Must never throw into native code. A closed channel means the collector is
-                    // gone: stop generating text nobody reads.
-                    if (this@callbackFlow.trySendBlocking(text).isFailure) cancel.cancel()
-                }
-
-                override fun onFinish(stats: GenerationStats) {
-                    // A failed call reports its error through the flow instead.
-                    if (stats.stopReason != StopReason.ERROR) lastStats = stats
-                }
-            }
-            val call = launch(Dispatchers.IO) {
-                try {
-                    native.generate(prompt, options, stream, cancel)
-                    channel.close()
-                } catch (e: Throwable) {
-                    channel.close(e)
-                }
-            }
-            try {
-                awaitClose()
-            } finally {
-                // The collector is gone (or the call ended): stop the call and wait for it.
-                cancel.cancel()
-                withContext(NonCancellable) { call.join() }
-                cancel.close()
-            }
-        }.buffer(Channel.UNLIMITED)
+        nativeTextFlow({ lastStats = it }) { stream, cancel -> native.generate(prompt, options, stream, cancel) }
 
     /**
      * Generates from token ids ([prompt] is appended to the conversation) and returns the
@@ -191,3 +170,92 @@ class PocketLmSession internal constructor(private val native: Session) : AutoCl
         }
     }
 }
+
+/**
+ * A multi-turn chat in the model's chat format: each [send] appends the user's message and the
+ * reply, and the KV cache is kept across turns, so a turn reads only its own new tokens. Made by
+ * [PocketLmModel.newChat]. One reply at a time (a second concurrent [send] fails with `Busy`).
+ */
+class PocketLmChat internal constructor(private val native: Chat) : AutoCloseable {
+    private val closed = AtomicBoolean(false)
+
+    /** Statistics of the last reply that ended (whatever the reason), or null before the first. */
+    @Volatile
+    var lastStats: GenerationStats? = null
+        private set
+
+    /** Tokens of the conversation in the KV cache; it grows live during a reply. */
+    val tokenCount: Int
+        get() = native.tokenCount().toInt()
+
+    /** Tokens of context the chat was created with. */
+    val contextSize: Int = native.contextSize().toInt()
+
+    /** The conversation so far: a system message first if there is one, then the turns. */
+    val messages: List<ChatMessage>
+        get() = native.messages()
+
+    /**
+     * Sends [text] and streams the reply as text pieces, like [PocketLmSession.generate]:
+     * cancelling the collector stops the reply within one layer of work (what was generated is
+     * kept in the history), and an error fails the flow and leaves the history as it was.
+     */
+    fun send(text: String, options: GenerateOptions = GenerateOptions()): Flow<String> =
+        nativeTextFlow({ lastStats = it }) { stream, cancel -> native.send(text, options, stream, cancel) }
+
+    /** Replaces the history (edited or restored); the next turn reuses the cache up to the first change. */
+    fun setMessages(messages: List<ChatMessage>) = native.setMessages(messages)
+
+    /** Forgets the conversation but a system message (a running reply is cancelled first). */
+    fun reset() = native.reset()
+
+    /** Stops a running reply and frees the KV cache now; calling it twice is harmless. */
+    override fun close() {
+        if (closed.compareAndSet(false, true)) {
+            native.cancel()
+            native.close()
+        }
+    }
+}
+
+/**
+ * One blocking native call that streams text, as a cold [Flow]: [call] runs on
+ * [Dispatchers.IO] with a [TokenStream] feeding the flow and a fresh [CancelToken]. Cancelling
+ * the collector cancels the token (a cancel can never be lost: the token exists before the call
+ * starts) and the collection ends only after the native call has returned. [onStats] gets the
+ * statistics of a call that ended normally (a failed call fails the flow instead).
+ *
+ * Pieces arrive on the native worker thread and are buffered without limit, so that thread
+ * never waits for a slow collector (it is shared with the model's other sessions).
+ */
+private fun nativeTextFlow(onStats: (GenerationStats) -> Unit, call: (TokenStream, CancelToken) -> Unit): Flow<String> =
+    callbackFlow {
+        val cancel = CancelToken()
+        val stream = object : TokenStream {
+            override fun onText(text: String) {
+                // Must never throw into native code. A closed channel means the collector is
+                // gone: stop generating text nobody reads.
+                if (this@callbackFlow.trySendBlocking(text).isFailure) cancel.cancel()
+            }
+
+            override fun onFinish(stats: GenerationStats) {
+                if (stats.stopReason != StopReason.ERROR) onStats(stats)
+            }
+        }
+        val job = launch(Dispatchers.IO) {
+            try {
+                call(stream, cancel)
+                channel.close()
+            } catch (e: Throwable) {
+                channel.close(e)
+            }
+        }
+        try {
+            awaitClose()
+        } finally {
+            // The collector is gone (or the call ended): stop the call and wait for it.
+            cancel.cancel()
+            withContext(NonCancellable) { job.join() }
+            cancel.close()
+        }
+    }.buffer(Channel.UNLIMITED)

@@ -703,9 +703,25 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_pocketlm_checksum_method_chat_cancel(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_context_size(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_messages(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_reset(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_send(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_set_messages(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_chat_token_count(
+    ): Int
     external fun uniffi_pocketlm_checksum_method_model_detokenize(
     ): Int
     external fun uniffi_pocketlm_checksum_method_model_info(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_model_new_chat(
     ): Int
     external fun uniffi_pocketlm_checksum_method_model_new_session(
     ): Int
@@ -756,6 +772,24 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_pocketlm_fn_clone_chat(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_free_chat(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_method_chat_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_method_chat_context_size(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_pocketlm_fn_method_chat_messages(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_method_chat_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_method_chat_send(`ptr`: Long,`text`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`stream`: Long,`cancel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_method_chat_set_messages(`ptr`: Long,`messages`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_method_chat_token_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
     external fun uniffi_pocketlm_fn_clone_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_pocketlm_fn_free_model(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -766,6 +800,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_pocketlm_fn_method_model_info(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_method_model_new_chat(`ptr`: Long,`options`: RustBuffer.ByValue,`system`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_pocketlm_fn_method_model_new_session(`ptr`: Long,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_pocketlm_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -925,10 +961,34 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_pocketlm_checksum_method_chat_cancel() and 0xFFFF) != 405) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_context_size() and 0xFFFF) != 50251) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_messages() and 0xFFFF) != 27766) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_reset() and 0xFFFF) != 51069) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_send() and 0xFFFF) != 25901) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_set_messages() and 0xFFFF) != 54836) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_chat_token_count() and 0xFFFF) != 15748) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_pocketlm_checksum_method_model_detokenize() and 0xFFFF) != 59839) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_method_model_info() and 0xFFFF) != 9841) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_model_new_chat() and 0xFFFF) != 27408) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_method_model_new_session() and 0xFFFF) != 59736) {
@@ -1724,11 +1784,412 @@ public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
 //
 
 
+public interface ChatInterface {
+    
+    /**
+     * Stops the reply being generated, if any. Safe from any thread.
+     */
+    fun `cancel`()
+    
+    fun `contextSize`(): kotlin.UInt
+    
+    /**
+     * The conversation so far (a system message first, if any).
+     */
+    fun `messages`(): List<ChatMessage>
+    
+    /**
+     * Forgets the conversation but a system message (a running reply is cancelled first).
+     */
+    fun `reset`()
+    
+    /**
+     * Sends the user's `text` and streams the reply to `stream` (which gets `on_finish`
+     * exactly once, as for `Session.generate`). Blocks until done: call it from a background
+     * thread. A failed turn leaves the history as it was; a cancelled reply is kept as far as
+     * it went.
+     */
+    fun `send`(`text`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream, `cancel`: CancelToken? = null): GenerationStats
+    
+    /**
+     * Replaces the history (edited or restored): the next turn reuses the KV cache up to the
+     * first changed token.
+     */
+    fun `setMessages`(`messages`: List<ChatMessage>)
+    
+    /**
+     * Tokens of the conversation held in the KV cache, updated during a reply.
+     */
+    fun `tokenCount`(): kotlin.UInt
+    
+    companion object
+}
+
+open class Chat: Disposable, AutoCloseable, ChatInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_pocketlm_fn_free_chat(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_pocketlm_fn_clone_chat(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the reply being generated, if any. Safe from any thread.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    override fun `contextSize`(): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_context_size(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The conversation so far (a system message first, if any).
+     */
+    @Throws(PocketLmException::class)override fun `messages`(): List<ChatMessage> {
+            return FfiConverterSequenceTypeChatMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_messages(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Forgets the conversation but a system message (a running reply is cancelled first).
+     */
+    @Throws(PocketLmException::class)override fun `reset`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_reset(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Sends the user's `text` and streams the reply to `stream` (which gets `on_finish`
+     * exactly once, as for `Session.generate`). Blocks until done: call it from a background
+     * thread. A failed turn leaves the history as it was; a cancelled reply is kept as far as
+     * it went.
+     */
+    @Throws(PocketLmException::class)override fun `send`(`text`: kotlin.String, `options`: GenerateOptions, `stream`: TokenStream, `cancel`: CancelToken?): GenerationStats {
+            return FfiConverterTypeGenerationStats.lift(
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_send(
+        it,
+        
+        FfiConverterString.lower(`text`),
+        FfiConverterTypeGenerateOptions.lower(`options`),
+        FfiConverterTypeTokenStream.lower(`stream`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Replaces the history (edited or restored): the next turn reuses the KV cache up to the
+     * first changed token.
+     */
+    @Throws(PocketLmException::class)override fun `setMessages`(`messages`: List<ChatMessage>)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_set_messages(
+        it,
+        
+        FfiConverterSequenceTypeChatMessage.lower(`messages`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Tokens of the conversation held in the KV cache, updated during a reply.
+     */override fun `tokenCount`(): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_chat_token_count(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChat: FfiConverter<Chat, Long> {
+    override fun lower(value: Chat): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Chat {
+        return Chat(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Chat {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Chat) = 8UL
+
+    override fun write(value: Chat, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
 public interface ModelInterface {
     
     fun `detokenize`(`ids`: List<kotlin.UInt>): kotlin.String
     
     fun `info`(): ModelInfo
+    
+    /**
+     * A new multi-turn chat in the model's chat format, with its own KV cache (allocated now),
+     * starting with `system` as a preamble if given.
+     */
+    fun `newChat`(`options`: SessionOptions, `system`: kotlin.String? = null): Chat
     
     /**
      * A new conversation with its own KV cache (allocated now: too big is an error here).
@@ -1863,6 +2324,26 @@ open class Model: Disposable, AutoCloseable, ModelInterface
     UniffiLib.uniffi_pocketlm_fn_method_model_info(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A new multi-turn chat in the model's chat format, with its own KV cache (allocated now),
+     * starting with `system` as a preamble if given.
+     */
+    @Throws(PocketLmException::class)override fun `newChat`(`options`: SessionOptions, `system`: kotlin.String?): Chat {
+            return FfiConverterTypeChat.lift(
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_model_new_chat(
+        it,
+        
+        FfiConverterTypeSessionOptions.lower(`options`),
+        FfiConverterOptionalString.lower(`system`),_status)
 }
     }
     )
@@ -2701,6 +3182,44 @@ public object FfiConverterTypeTokenStream: FfiConverter<TokenStream, Long> {
 
 
 
+data class ChatMessage (
+    var `role`: ChatRole
+    , 
+    var `content`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
+    override fun read(buf: ByteBuffer): ChatMessage {
+        return ChatMessage(
+            FfiConverterTypeChatRole.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ChatMessage) = (
+            FfiConverterTypeChatRole.allocationSize(value.`role`) +
+            FfiConverterString.allocationSize(value.`content`)
+    )
+
+    override fun write(value: ChatMessage, buf: ByteBuffer) {
+            FfiConverterTypeChatRole.write(value.`role`, buf)
+            FfiConverterString.write(value.`content`, buf)
+    }
+}
+
+
+
 data class GenerateOptions (
     var `maxTokens`: kotlin.UInt = 256u 
     , 
@@ -3045,6 +3564,41 @@ public object FfiConverterTypeSessionOptions: FfiConverterRustBuffer<SessionOpti
 
 
 
+
+enum class ChatRole {
+    
+    SYSTEM,
+    USER,
+    ASSISTANT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChatRole: FfiConverterRustBuffer<ChatRole> {
+    override fun read(buf: ByteBuffer) = try {
+        ChatRole.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ChatRole) = 4UL
+
+    override fun write(value: ChatRole, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 /**
  * Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
  * q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
@@ -3294,6 +3848,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
+    override fun read(buf: ByteBuffer): kotlin.String? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterString.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.String?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterString.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.String?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<CancelToken?> {
     override fun read(buf: ByteBuffer): CancelToken? {
         if (buf.get().toInt() == 0) {
@@ -3404,6 +3990,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<ChatMessage>> {
+    override fun read(buf: ByteBuffer): List<ChatMessage> {
+        val len = buf.getInt()
+        return List<ChatMessage>(len) {
+            FfiConverterTypeChatMessage.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ChatMessage>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeChatMessage.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ChatMessage>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeChatMessage.write(it, buf)
         }
     }
 }

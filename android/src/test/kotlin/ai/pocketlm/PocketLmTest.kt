@@ -20,6 +20,7 @@ import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.Timeout
+import uniffi.pocketlm.ChatRole
 import uniffi.pocketlm.PocketLmException
 import uniffi.pocketlm.SessionOptions
 import uniffi.pocketlm.StopReason
@@ -216,5 +217,30 @@ class PocketLmTest {
         }
         assertEquals(StopReason.CANCELLED, s.lastStats?.stopReason)
         assertTrue(pieces.get() < 200, "${pieces.get()} pieces")
+    }
+
+    @Test
+    fun `a chat keeps its cache across turns, and cancelling a reply keeps the chat usable`() = runBlocking {
+        model.newChat(SessionOptions(contextSize = Fixtures.LONG_CONTEXT), system = "About Persuasion.").use { chat ->
+            val first = chat.send("Who is Anne?", Fixtures.greedyOptions(8u)).toList().joinToString("")
+            val afterFirst = chat.tokenCount
+            assertTrue(first.isNotEmpty())
+            chat.send("And her father?", Fixtures.greedyOptions(8u)).toList()
+            assertTrue(chat.tokenCount > afterFirst, "the second turn extends the cached conversation")
+            assertEquals(
+                listOf(ChatRole.SYSTEM, ChatRole.USER, ChatRole.ASSISTANT, ChatRole.USER, ChatRole.ASSISTANT),
+                chat.messages.map { it.role },
+            )
+            assertEquals(first.trimEnd(), chat.messages[2].content)
+            // A reply cut short by the collector: stopped natively, the chat goes on.
+            val pieces = chat.send("Tell me everything.", Fixtures.greedyOptions(Fixtures.LONG)).take(3).toList()
+            assertEquals(3, pieces.size)
+            assertEquals(StopReason.CANCELLED, chat.lastStats?.stopReason)
+            chat.reset()
+            assertEquals(listOf(ChatRole.SYSTEM), chat.messages.map { it.role })
+            chat.send("Who is Anne?", Fixtures.greedyOptions(8u)).toList().joinToString("").let { again ->
+                assertEquals(first, again, "after a reset the same question gets the same greedy answer")
+            }
+        }
     }
 }
