@@ -267,6 +267,51 @@ typedef struct UniffiVTableCallbackInterfaceTokenStream {
 } UniffiVTableCallbackInterfaceTokenStream;
 
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CHAT
+uint64_t uniffi_pocketlm_fn_clone_chat(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_CHAT
+void uniffi_pocketlm_fn_free_chat(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_CANCEL
+void uniffi_pocketlm_fn_method_chat_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_CONTEXT_SIZE
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_CONTEXT_SIZE
+uint32_t uniffi_pocketlm_fn_method_chat_context_size(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_MESSAGES
+RustBuffer uniffi_pocketlm_fn_method_chat_messages(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_RESET
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_RESET
+void uniffi_pocketlm_fn_method_chat_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_SEND
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_SEND
+RustBuffer uniffi_pocketlm_fn_method_chat_send(uint64_t ptr, RustBuffer text, RustBuffer options, uint64_t stream, RustBuffer cancel, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_SET_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_SET_MESSAGES
+void uniffi_pocketlm_fn_method_chat_set_messages(uint64_t ptr, RustBuffer messages, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_TOKEN_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_CHAT_TOKEN_COUNT
+uint32_t uniffi_pocketlm_fn_method_chat_token_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_MODEL
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_MODEL
 uint64_t uniffi_pocketlm_fn_clone_model(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -290,6 +335,11 @@ RustBuffer uniffi_pocketlm_fn_method_model_detokenize(uint64_t ptr, RustBuffer i
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_MODEL_INFO
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_MODEL_INFO
 RustBuffer uniffi_pocketlm_fn_method_model_info(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_MODEL_NEW_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_MODEL_NEW_CHAT
+uint64_t uniffi_pocketlm_fn_method_model_new_chat(uint64_t ptr, RustBuffer options, RustBuffer system, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_MODEL_NEW_SESSION
@@ -653,6 +703,48 @@ void ffi_pocketlm_rust_future_free_void(uint64_t handle
 void ffi_pocketlm_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CANCEL
+uint16_t uniffi_pocketlm_checksum_method_chat_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CONTEXT_SIZE
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CONTEXT_SIZE
+uint16_t uniffi_pocketlm_checksum_method_chat_context_size(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_MESSAGES
+uint16_t uniffi_pocketlm_checksum_method_chat_messages(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_RESET
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_RESET
+uint16_t uniffi_pocketlm_checksum_method_chat_reset(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_SEND
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_SEND
+uint16_t uniffi_pocketlm_checksum_method_chat_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_SET_MESSAGES
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_SET_MESSAGES
+uint16_t uniffi_pocketlm_checksum_method_chat_set_messages(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_TOKEN_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_TOKEN_COUNT
+uint16_t uniffi_pocketlm_checksum_method_chat_token_count(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_DETOKENIZE
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_DETOKENIZE
 uint16_t uniffi_pocketlm_checksum_method_model_detokenize(void
@@ -662,6 +754,12 @@ uint16_t uniffi_pocketlm_checksum_method_model_detokenize(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_INFO
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_INFO
 uint16_t uniffi_pocketlm_checksum_method_model_info(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_NEW_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_MODEL_NEW_CHAT
+uint16_t uniffi_pocketlm_checksum_method_model_new_chat(void
     
 );
 #endif

@@ -758,11 +758,246 @@ public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
 
 
 
+public protocol ChatProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the reply being generated, if any. Safe from any thread.
+     */
+    func cancel() 
+    
+    func contextSize()  -> UInt32
+    
+    /**
+     * The conversation so far (a system message first, if any).
+     */
+    func messages() throws  -> [ChatMessage]
+    
+    /**
+     * Forgets the conversation but a system message (a running reply is cancelled first).
+     */
+    func reset() throws 
+    
+    /**
+     * Sends the user's `text` and streams the reply to `stream` (which gets `on_finish`
+     * exactly once, as for `Session.generate`). Blocks until done: call it from a background
+     * thread. A failed turn leaves the history as it was; a cancelled reply is kept as far as
+     * it went.
+     */
+    func send(text: String, options: GenerateOptions, stream: TokenStream, cancel: CancelToken?) throws  -> GenerationStats
+    
+    /**
+     * Replaces the history (edited or restored): the next turn reuses the KV cache up to the
+     * first changed token.
+     */
+    func setMessages(messages: [ChatMessage]) throws 
+    
+    /**
+     * Tokens of the conversation held in the KV cache, updated during a reply.
+     */
+    func tokenCount()  -> UInt32
+    
+}
+open class Chat: ChatProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_pocketlm_fn_clone_chat(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_pocketlm_fn_free_chat(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the reply being generated, if any. Safe from any thread.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func contextSize() -> UInt32  {
+    return try!  FfiConverterUInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_context_size(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The conversation so far (a system message first, if any).
+     */
+open func messages()throws  -> [ChatMessage]  {
+    return try  FfiConverterSequenceTypeChatMessage.lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_messages(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Forgets the conversation but a system message (a running reply is cancelled first).
+     */
+open func reset()throws   {try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_reset(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Sends the user's `text` and streams the reply to `stream` (which gets `on_finish`
+     * exactly once, as for `Session.generate`). Blocks until done: call it from a background
+     * thread. A failed turn leaves the history as it was; a cancelled reply is kept as far as
+     * it went.
+     */
+open func send(text: String, options: GenerateOptions, stream: TokenStream, cancel: CancelToken? = nil)throws  -> GenerationStats  {
+    return try  FfiConverterTypeGenerationStats_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_send(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),
+        FfiConverterTypeGenerateOptions_lower(options),
+        FfiConverterTypeTokenStream_lower(stream),
+        FfiConverterOptionTypeCancelToken.lower(cancel),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Replaces the history (edited or restored): the next turn reuses the KV cache up to the
+     * first changed token.
+     */
+open func setMessages(messages: [ChatMessage])throws   {try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_set_messages(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeChatMessage.lower(messages),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Tokens of the conversation held in the KV cache, updated during a reply.
+     */
+open func tokenCount() -> UInt32  {
+    return try!  FfiConverterUInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_chat_token_count(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChat: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Chat
+
+    public static func lift(_ handle: UInt64) throws -> Chat {
+        return Chat(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Chat) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Chat {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Chat, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChat_lift(_ handle: UInt64) throws -> Chat {
+    return try FfiConverterTypeChat.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChat_lower(_ value: Chat) -> UInt64 {
+    return FfiConverterTypeChat.lower(value)
+}
+
+
+
+
+
+
 public protocol ModelProtocol: AnyObject, Sendable {
     
     func detokenize(ids: [UInt32]) throws  -> String
     
     func info()  -> ModelInfo
+    
+    /**
+     * A new multi-turn chat in the model's chat format, with its own KV cache (allocated now),
+     * starting with `system` as a preamble if given.
+     */
+    func newChat(options: SessionOptions, system: String?) throws  -> Chat
     
     /**
      * A new conversation with its own KV cache (allocated now: too big is an error here).
@@ -854,6 +1089,21 @@ open func info() -> ModelInfo  {
         uniffiCallStatus in
     uniffi_pocketlm_fn_method_model_info(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A new multi-turn chat in the model's chat format, with its own KV cache (allocated now),
+     * starting with `system` as a preamble if given.
+     */
+open func newChat(options: SessionOptions, system: String? = nil)throws  -> Chat  {
+    return try  FfiConverterTypeChat_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_model_new_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSessionOptions_lower(options),
+        FfiConverterOptionString.lower(system),uniffiCallStatus
     )
 })
 }
@@ -1405,6 +1655,60 @@ public func FfiConverterTypeTokenStream_lower(_ value: TokenStream) -> UInt64 {
 
 
 
+public struct ChatMessage: Equatable, Hashable {
+    public var role: ChatRole
+    public var content: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(role: ChatRole, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ChatMessage: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChatMessage: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChatMessage {
+        return
+            try ChatMessage(
+                role: FfiConverterTypeChatRole.read(from: &buf), 
+                content: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ChatMessage, into buf: inout [UInt8]) {
+        FfiConverterTypeChatRole.write(value.role, into: &buf)
+        FfiConverterString.write(value.content, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatMessage_lift(_ buf: RustBuffer) throws -> ChatMessage {
+    return try FfiConverterTypeChatMessage.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatMessage_lower(_ value: ChatMessage) -> RustBuffer {
+    return FfiConverterTypeChatMessage.lower(value)
+}
+
+
 public struct GenerateOptions: Equatable, Hashable {
     public var maxTokens: UInt32
     /**
@@ -1853,6 +2157,79 @@ public func FfiConverterTypeSessionOptions_lower(_ value: SessionOptions) -> Rus
 }
 
 
+
+public enum ChatRole: Equatable, Hashable {
+    
+    case system
+    case user
+    case assistant
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ChatRole: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChatRole: FfiConverterRustBuffer {
+    typealias SwiftType = ChatRole
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChatRole {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .system
+        
+        case 2: return .user
+        
+        case 3: return .assistant
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ChatRole, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .system:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .user:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .assistant:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatRole_lift(_ buf: RustBuffer) throws -> ChatRole {
+    return try FfiConverterTypeChatRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatRole_lower(_ value: ChatRole) -> RustBuffer {
+    return FfiConverterTypeChatRole.lower(value)
+}
+
+
+
 /**
  * Element type of the session's KV cache (per token of BTLM-3B: f16 320 KiB, q8_0 168 KiB,
  * q4 100 KiB). The quantized ones let longer contexts fit on a phone; q4 also keeps decode
@@ -2233,6 +2610,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
+    typealias SwiftType = String?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
     typealias SwiftType = CancelToken?
 
@@ -2328,6 +2729,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
+    typealias SwiftType = [ChatMessage]
+
+    public static func write(_ value: [ChatMessage], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeChatMessage.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ChatMessage] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ChatMessage]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeChatMessage.read(from: &buf))
+        }
+        return seq
+    }
+}
+
 private enum InitializationResult {
     case ok
     case contractVersionMismatch
@@ -2343,10 +2769,34 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_pocketlm_checksum_method_chat_cancel() != 405) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_context_size() != 50251) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_messages() != 27766) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_reset() != 51069) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_send() != 25901) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_set_messages() != 54836) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_chat_token_count() != 15748) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_pocketlm_checksum_method_model_detokenize() != 59839) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_method_model_info() != 9841) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_model_new_chat() != 27408) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_method_model_new_session() != 59736) {
