@@ -142,7 +142,7 @@ pub async fn completions(State(st): Shared, headers: HeaderMap, body: Result<Byt
             Prompt::Ids(ids) => ids,
         };
         let job = Job::new(&st, l, ids, req.sampling, Vec::new(), 16)?;
-        Ok::<_, ApiError>(run(st.clone(), job, Kind::Completion).await)
+        Ok::<_, ApiError>(run(&st, l, job, Kind::Completion).await)
     };
     finish(&st.metrics, result.await)
 }
@@ -158,7 +158,7 @@ pub async fn chat_completions(State(st): Shared, headers: HeaderMap, body: Resul
         let prompt = l.format.render(&req.messages, true)?;
         let ids = l.model.tokenizer.encode(&prompt).map_err(pocketlm_core::Error::from)?;
         let job = Job::new(&st, l, ids, req.sampling, l.format.stops(), usize::MAX)?;
-        Ok(run(st.clone(), job, Kind::Chat).await)
+        Ok(run(&st, l, job, Kind::Chat).await)
     };
     finish(&st.metrics, result.await)
 }
@@ -275,8 +275,7 @@ enum Piece {
     Failed(ApiError),
 }
 
-async fn run(st: Arc<AppState>, job: Job, kind: Kind) -> Response {
-    let Some(l) = st.loaded.get() else { return loaded(&st).map(|_| ()).unwrap_err().into_response() };
+async fn run(st: &Arc<AppState>, l: &Loaded, job: Job, kind: Kind) -> Response {
     let slot = match l.slots.acquire(&job.ids).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -309,9 +308,9 @@ async fn run(st: Arc<AppState>, job: Job, kind: Kind) -> Response {
     let (id, created, model) =
         (next_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }), now(), st.model_id.clone());
     if job.stream {
-        stream(st, rx, guard, kind, id, created, model, job.include_usage).into_response()
+        stream(st.clone(), rx, guard, kind, id, created, model, job.include_usage).into_response()
     } else {
-        collect(&st, rx, guard, kind, id, created, model).await
+        collect(st, rx, guard, kind, id, created, model).await
     }
 }
 
