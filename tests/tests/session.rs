@@ -50,6 +50,17 @@ fn chunked_prefill_and_generation_match_the_reference() {
     }
 }
 
+/// 16 greedy tokens after the golden prompt are the golden ones: the session is usable.
+fn assert_golden_greedy(s: &mut Session, g: &Golden) {
+    let mut ids = Vec::new();
+    s.generate_ids(&g.input_ids, &greedy(16), &mut |id| {
+        ids.push(id);
+        true
+    })
+    .unwrap();
+    assert_eq!(ids, g.greedy_ids);
+}
+
 #[test]
 fn cancel_from_another_thread_stops_generation_and_keeps_the_session_usable() {
     let tmp = tempfile::tempdir().unwrap();
@@ -80,13 +91,7 @@ fn cancel_from_another_thread_stops_generation_and_keeps_the_session_usable() {
     assert!(stats.generated_tokens <= 6, "stopped within one token: {}", stats.generated_tokens);
     // Still usable: a fresh generation from scratch gives the reference tokens.
     s.reset();
-    let mut ids = Vec::new();
-    s.generate_ids(&g.input_ids, &greedy(16), &mut |id| {
-        ids.push(id);
-        true
-    })
-    .unwrap();
-    assert_eq!(ids, g.greedy_ids);
+    assert_golden_greedy(&mut s, &g);
 }
 
 /// A cancel issued before the call starts is never lost (each call has its own token), and
@@ -102,13 +107,7 @@ fn a_cancel_before_the_call_stops_it_before_any_work() {
     let stats = s.generate_ids(&g.input_ids, &opts, &mut |_| panic!("a token after the cancel")).unwrap();
     assert_eq!(stats.stop_reason, StopReason::Cancelled);
     assert_eq!((stats.generated_tokens, s.tokens().len()), (0, 0), "not even the prompt was read");
-    let mut ids = Vec::new();
-    s.generate_ids(&g.input_ids, &greedy(16), &mut |id| {
-        ids.push(id);
-        true
-    })
-    .unwrap();
-    assert_eq!(ids, g.greedy_ids);
+    assert_golden_greedy(&mut s, &g);
     // Cancelled while the prompt is read (a long prompt in small batches, cancelled from
     // another thread during it): the chunks read before stay, the session stays usable.
     let long: Vec<u32> = g.input_ids.iter().cycle().take(1500).copied().collect();
