@@ -6,8 +6,8 @@ use crate::exclusive::Exclusive;
 use crate::guard;
 use crate::model::Model;
 use crate::session::{
-    call_options, convert_stats, core_session, failed_stats, CancelToken, GenerateOptions, GenerationStats,
-    SessionOptions, TokenStream,
+    call_options, convert_stats, core_session, finish, CancelToken, GenerateOptions, GenerationStats, SessionOptions,
+    TokenStream,
 };
 use pocketlm_core::chat::{self as core, ChatFormat, Conversation, Message, Role};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,8 +66,7 @@ impl Chat {
                 self.pool.install(|| chat.send(&text, &opts, &mut |piece| stream.on_text(piece.to_string())))?;
             Ok(convert_stats(&reply.stats))
         });
-        stream.on_finish(result.as_ref().map_or_else(|_| failed_stats(), Clone::clone));
-        result
+        finish(&*stream, result)
     }
 
     /// The conversation so far (a system message first, if any).

@@ -145,15 +145,24 @@ pub(crate) fn core_session(model: &Model, o: &SessionOptions) -> Result<core::Se
     Ok(core::Session::new(model.inner.clone(), &opts)?)
 }
 
-/// What `on_finish` gets for a call that failed (it throws the error).
-pub(crate) fn failed_stats() -> GenerationStats {
-    GenerationStats {
-        prompt_tokens: 0,
-        generated_tokens: 0,
-        prompt_tokens_per_second: 0.0,
-        generation_tokens_per_second: 0.0,
-        stop_reason: StopReason::Error,
-    }
+/// Tells `stream` how a call ended, exactly once: its stats, or `StopReason::Error` with zero
+/// counts when it failed (the call then throws the error).
+pub(crate) fn finish(
+    stream: &dyn TokenStream,
+    result: Result<GenerationStats, PocketLmError>,
+) -> Result<GenerationStats, PocketLmError> {
+    let stats = match &result {
+        Ok(stats) => stats.clone(),
+        Err(_) => GenerationStats {
+            prompt_tokens: 0,
+            generated_tokens: 0,
+            prompt_tokens_per_second: 0.0,
+            generation_tokens_per_second: 0.0,
+            stop_reason: StopReason::Error,
+        },
+    };
+    stream.on_finish(stats);
+    result
 }
 
 /// The core options of a call, watching `cancel` if the app gave one.
@@ -221,8 +230,7 @@ impl Session {
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<GenerationStats, PocketLmError> {
         let result = guard(|| self.run(Prompt::Text(prompt), options, cancel, Some(&*stream)).map(|r| r.stats));
-        stream.on_finish(result.as_ref().map_or_else(|_| failed_stats(), Clone::clone));
-        result
+        finish(&*stream, result)
     }
 
     /// Like `generate`, with the prompt as token ids and the generated ids returned.

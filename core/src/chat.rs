@@ -203,14 +203,7 @@ impl Conversation {
         if ids.is_empty() {
             return Err(Error::InvalidArgument("the chat renders to an empty prompt".into()));
         }
-        let cached = self.session.tokens();
-        let mut common = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        if common == ids.len() {
-            // Everything is cached, but the logits after the last token are not kept across an
-            // edit: feed that one again.
-            common -= 1;
-        }
-        self.session.truncate(common);
+        let common = self.session.keep_common_prefix(&ids);
         let mut opts = opts.clone();
         opts.stop.extend(self.format.stops());
         let (mut reply, mut trim) = (String::new(), TrimStart::default());

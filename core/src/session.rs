@@ -299,6 +299,17 @@ impl Session {
         }
     }
 
+    /// Keeps the longest prefix of the conversation that `ids` starts with, always leaving at
+    /// least the last of `ids` to feed (its logits are not kept across a truncation), and
+    /// returns its length: `ids[n..]` is what a call must still prefill. How a chat turn or a
+    /// server request reuses the cache of the one before.
+    pub fn keep_common_prefix(&mut self, ids: &[u32]) -> usize {
+        let common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let n = common.min(ids.len().saturating_sub(1));
+        self.truncate(n);
+        n
+    }
+
     /// Forgets the conversation; the cache memory is kept for reuse.
     pub fn reset(&mut self) {
         self.cache.clear();

@@ -4,7 +4,6 @@
 //! [`CancelOnDrop`] it holds, which cancels the generation within one token and frees the slot.
 
 use super::api::*;
-use super::slots::common_prefix;
 use super::{AppState, Loaded, Metrics};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -287,9 +286,7 @@ async fn run(st: &Arc<AppState>, l: &Loaded, job: Job, kind: Kind) -> Response {
     tokio::task::spawn_blocking(move || {
         let mut slot = slot;
         let s = slot.session();
-        // Reuse the slot's cached prefix; the last prompt token is always fed so its logits exist.
-        let common = common_prefix(s.tokens(), &ids).min(ids.len() - 1);
-        s.truncate(common);
+        let common = s.keep_common_prefix(&ids);
         let cancel = opts.cancel.clone();
         let mut trim = TrimStart::default();
         let result = pool.install(|| {

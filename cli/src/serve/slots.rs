@@ -111,6 +111,6 @@ impl Slots {
     }
 }
 
-pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
