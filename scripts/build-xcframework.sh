@@ -57,7 +57,7 @@ mkdir -p "$work"
 
 echo "== bindings (from the host library) and the API check"
 cargo build -q -p pocketlm
-cargo run -q -p pocketlm --features bindgen --bin uniffi-bindgen -- \
+cargo run -q -p pocketlm-uniffi-bindgen -- \
     generate --library target/debug/libpocketlm.dylib --language swift --out-dir "$work/bindings" --no-format
 if ! cmp -s "$work/bindings/pocketlm.swift" ios/Sources/PocketLm/Generated/pocketlm.swift \
     || ! cmp -s "$work/bindings/pocketlmFFI.h" ios/Sources/PocketLmFFI/pocketlmFFI.h; then

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 shared=${POCKETLM_SHARED:-$(cd .. && pwd)/shared}
 out=build/test-models
 mkdir -p "$out"
-cargo build -q -p pocketlm-cli
+cargo build -q --workspace
 target/debug/pocketlm convert "$shared/fixtures/btlm/tiny" "$out/tiny.gguf" --type f32 \
     --tokenizer "$shared/tokenizer/gpt2/tokenizer.json" 2>/dev/null
 python3 - "$out" "$shared/fixtures/btlm/tiny" <<'PY'

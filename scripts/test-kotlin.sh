@@ -39,10 +39,9 @@ if ! grep -qs "\"version\": \"$kotlin_version\"" "$kc/package.json"; then
 fi
 
 step "Rust library and bindings"
-# The bindgen binary needs the `bindgen` feature, the shipped library must not have it: build
-# the tool first, then the library as apps get it, and generate from that very file.
-cargo build -q -p pocketlm --features bindgen --bin uniffi-bindgen
-cargo build -q -p pocketlm
+# The whole workspace (the library and the bindgen tool), as the Rust tests built it: one set of
+# features, so nothing is compiled twice; the bindings are generated from that very library.
+cargo build -q --workspace
 rm -rf "$out/gen" && mkdir -p "$out/gen" "$out/lib"
 target/debug/uniffi-bindgen generate --library target/debug/libpocketlm.so --language kotlin \
     --out-dir "$out/gen" --no-format

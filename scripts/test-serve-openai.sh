@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
     python3 -m venv "$venv" || fail "cannot make a venv"
     "$venv/bin/pip" install -q "openai>=1.40,<3" || fail "cannot install openai from PyPI"
 fi
-cargo build -q -p pocketlm-cli || fail "build failed"
+cargo build -q --workspace || fail "build failed"
 bin=${CARGO_TARGET_DIR:-target}/debug/pocketlm
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT

@@ -67,9 +67,10 @@ if [ ! -e "$ROOT/.pocketlm-swift-ready" ]; then
 fi
 
 echo "== Rust library (debug) and bindings"
-cargo build -q -p pocketlm
+# The whole workspace, as the Rust tests built it: nothing is compiled twice.
+cargo build -q --workspace
 rm -rf "$gen"
-cargo run -q -p pocketlm --features bindgen --bin uniffi-bindgen -- \
+target/debug/uniffi-bindgen \
     generate --library target/debug/libpocketlm.so --language swift --out-dir "$gen" --no-format
 # SwiftPM's system-library target needs the name module.modulemap; `link` makes the Linux
 # (and macOS development) builds link libpocketlm without extra flags.
