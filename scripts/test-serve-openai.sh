@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # `pocketlm serve` with the official `openai` Python package as the client (part of
-# scripts/test.sh): makes a venv in build/openai-venv, installs openai from PyPI, converts the
-# vendored btlm-mini, starts the server on a free loopback port with an API key, runs
+# scripts/test.sh): makes a venv in build/openai-venv, installs openai (and jsonschema, to
+# validate replies) from PyPI, converts the vendored btlm-mini, starts the server on a free loopback port with an API key, runs
 # tests/openai/client_test.py and stops the server with SIGTERM (it must exit cleanly). The
 # last line is `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
 venv=build/openai-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, jsonschema" 2>/dev/null; then
     python3 -m venv "$venv" || fail "cannot make a venv"
-    "$venv/bin/pip" install -q "openai>=1.40,<3" || fail "cannot install openai from PyPI"
+    "$venv/bin/pip" install -q "openai>=1.40,<3" "jsonschema>=4,<5" || fail "cannot install openai and jsonschema from PyPI"
 fi
 cargo build -q --workspace || fail "build failed"
 bin=${CARGO_TARGET_DIR:-target}/debug/pocketlm

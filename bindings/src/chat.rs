@@ -59,7 +59,7 @@ impl Chat {
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<GenerationStats, PocketLmError> {
         let result = guard(|| {
-            let opts = call_options(&options, cancel);
+            let opts = call_options(&options, cancel)?;
             let mut held = self.inner.acquire(&opts.cancel)?;
             let chat: &mut Conversation = &mut held;
             let reply =

@@ -52,7 +52,7 @@ impl From<CoreError> for PocketLmError {
             }
             CoreError::OverBudget { .. } | CoreError::OutOfMemory { .. } => PocketLmError::OutOfMemory { message },
             CoreError::ContextFull { .. } => PocketLmError::ContextFull { message },
-            CoreError::SessionFile { .. } => PocketLmError::InvalidArgument { message },
+            CoreError::SessionFile { .. } | CoreError::Constraint(_) => PocketLmError::InvalidArgument { message },
             CoreError::NonFinite { .. } | CoreError::ModelFileChanged { .. } => PocketLmError::InvalidModel { message },
             CoreError::InvalidArgument(_) | CoreError::TokenOutOfRange { .. } => {
                 PocketLmError::InvalidArgument { message }

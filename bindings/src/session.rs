@@ -6,6 +6,7 @@ use crate::error::PocketLmError;
 use crate::exclusive::Exclusive;
 use crate::guard;
 use crate::model::Model;
+use pocketlm_core::constraint::Constraint;
 use pocketlm_core::sampling::SamplingParams;
 use pocketlm_core::session::{self as core, CancelHandle};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,19 @@ pub struct GenerateOptions {
     /// Stop at the end-of-text token.
     #[uniffi(default = true)]
     pub stop_at_end_of_text: bool,
+    /// OpenAI's presence penalty (-2..2): subtracted once from every token already present.
+    #[uniffi(default = 0.0)]
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty (-2..2): subtracted per occurrence.
+    #[uniffi(default = 0.0)]
+    pub frequency_penalty: f32,
+    /// A JSON Schema (as JSON text) the answer must be an instance of; `"{\"type\":\"object\"}"`
+    /// for any JSON object. The answer always parses, also when `max_tokens` ends it.
+    #[uniffi(default = None)]
+    pub json_schema: Option<String>,
+    /// A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
+    #[uniffi(default = None)]
+    pub grammar: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -166,12 +180,15 @@ pub(crate) fn finish(
 }
 
 /// The core options of a call, watching `cancel` if the app gave one.
-pub(crate) fn call_options(o: &GenerateOptions, cancel: Option<Arc<CancelToken>>) -> core::GenerateOptions {
-    let mut opts = core_options(o);
+pub(crate) fn call_options(
+    o: &GenerateOptions,
+    cancel: Option<Arc<CancelToken>>,
+) -> Result<core::GenerateOptions, PocketLmError> {
+    let mut opts = core_options(o)?;
     if let Some(t) = cancel {
         opts.cancel = t.0.clone();
     }
-    opts
+    Ok(opts)
 }
 
 impl Session {
@@ -188,7 +205,7 @@ impl Session {
         cancel: Option<Arc<CancelToken>>,
         stream: Option<&dyn TokenStream>,
     ) -> Result<GenerationResult, PocketLmError> {
-        let opts = call_options(&options, cancel);
+        let opts = call_options(&options, cancel)?;
         let mut held = self.inner.acquire(&opts.cancel)?;
         let s: &mut core::Session = &mut held;
         let mut ids = Vec::new();
@@ -267,8 +284,16 @@ impl Session {
     }
 }
 
-pub(crate) fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
-    core::GenerateOptions {
+pub(crate) fn core_options(o: &GenerateOptions) -> Result<core::GenerateOptions, PocketLmError> {
+    let constraint = match (&o.json_schema, &o.grammar) {
+        (Some(_), Some(_)) => {
+            return Err(PocketLmError::InvalidArgument { message: "give json_schema or grammar, not both".into() })
+        }
+        (Some(schema), None) => Some(Constraint::json_schema(schema)?),
+        (None, Some(g)) => Some(Constraint::Lark(g.clone())),
+        (None, None) => None,
+    };
+    Ok(core::GenerateOptions {
         max_tokens: o.max_tokens as usize,
         sampling: SamplingParams {
             temperature: o.temperature,
@@ -276,13 +301,16 @@ pub(crate) fn core_options(o: &GenerateOptions) -> core::GenerateOptions {
             top_p: o.top_p,
             min_p: o.min_p,
             repeat_penalty: o.repeat_penalty,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
             seed: o.seed,
             ..SamplingParams::default()
         },
         stop: o.stop.clone(),
         stop_at_eos: o.stop_at_end_of_text,
         cancel: CancelHandle::new(),
-    }
+        constraint,
+    })
 }
 
 pub(crate) fn convert_stats(s: &core::GenerationStats) -> GenerationStats {

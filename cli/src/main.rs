@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod chat_cmd;
 mod common;
+mod constraint_args;
 mod convert_cmd;
 mod info_cmd;
 mod perplexity_cmd;

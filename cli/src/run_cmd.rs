@@ -20,6 +20,8 @@ pub struct Args {
     n_predict: usize,
     #[command(flatten)]
     sampling: crate::sampling_args::SamplingArgs,
+    #[command(flatten)]
+    constraint: crate::constraint_args::ConstraintArgs,
     /// Context size in tokens
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
@@ -90,6 +92,7 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
     if let Some(f) = &a.file {
         a.prompt = std::fs::read_to_string(f).map_err(|e| Error::Io { path: f.clone(), source: e })?;
     }
+    let constraint = a.constraint.constraint()?;
     let model = Arc::new(Model::load(&a.model)?);
     let sopts = SessionOptions {
         n_ctx: a.ctx_size,
@@ -109,6 +112,7 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         sampling: a.sampling.params(),
         stop: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
+        constraint,
         ..Default::default()
     };
     let stdout = std::io::stdout();

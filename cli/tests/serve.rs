@@ -180,8 +180,41 @@ fn openai_endpoints_streaming_prefix_reuse_and_errors() {
     let (_, d) = s.post("/detokenize", &serde_json::json!({ "tokens": t["tokens"] }).to_string());
     assert_eq!(d["content"], "Hello world");
 
+    // Constrained output: json_schema (cut short by max_tokens too), json_object, grammar, regex.
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["name", "tags"], "additionalProperties": false
+    });
+    for (max_tokens, seed) in [(60, 1), (60, 2), (12, 3)] {
+        let req = serde_json::json!({
+            "messages": [{"role": "user", "content": "A record?"}], "max_tokens": max_tokens, "seed": seed,
+            "temperature": 1.0, "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+        });
+        let (st, r) = s.post("/v1/chat/completions", &req.to_string());
+        assert_eq!(st, 200, "{r}");
+        let text = r["choices"][0]["message"]["content"].as_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(v["name"].is_string() && v["tags"].is_array() && v.as_object().unwrap().len() == 2, "{v}");
+        let finish = r["choices"][0]["finish_reason"].as_str().unwrap();
+        assert!(finish == "stop" || (finish == "length" && r["usage"]["completion_tokens"] == max_tokens), "{r}");
+    }
+    let constrained = |field: serde_json::Value| {
+        let mut req = serde_json::json!({"prompt": "Answer:", "max_tokens": 30, "temperature": 1.0, "seed": 5});
+        req.as_object_mut().unwrap().extend(field.as_object().unwrap().clone());
+        let (st, r) = s.post("/v1/completions", &req.to_string());
+        assert_eq!(st, 200, "{r}");
+        r["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let obj = constrained(serde_json::json!({"response_format": {"type": "json_object"}}));
+    assert!(serde_json::from_str::<serde_json::Value>(&obj).unwrap().is_object(), "{obj}");
+    let yn = constrained(serde_json::json!({"grammar": "start: \"yes\" | \"no\""}));
+    assert!(yn == "yes" || yn == "no", "{yn}");
+    let digits = constrained(serde_json::json!({"regex": "[0-9]{3}-[0-9]{4}"}));
+    assert!(digits.len() == 8 && digits.as_bytes()[3] == b'-', "{digits}");
+
     // Bad requests: OpenAI-style JSON errors, and the server keeps serving.
-    let bad: [(&str, &str, u16, &str); 7] = [
+    let bad: [(&str, &str, u16, &str); 11] = [
         ("/v1/chat/completions", "{bad json", 400, "invalid request body"),
         ("/v1/chat/completions", r#"{"messages": "hi"}"#, 400, "invalid request body"),
         ("/v1/chat/completions", r#"{"messages": [], "max_tokens": 1}"#, 400, "messages is empty"),
@@ -194,6 +227,15 @@ fn openai_endpoints_streaming_prefix_reuse_and_errors() {
         ("/v1/completions", r#"{"prompt":"x","n":2}"#, 400, "n = 1"),
         ("/v1/completions", r#"{"prompt":"x","temperature":"hot"}"#, 400, "invalid request body"),
         ("/v1/completions", r#"{"prompt":[999999]}"#, 400, "outside the vocabulary"),
+        ("/v1/completions", r#"{"prompt":"x","response_format":{"type":"xml"}}"#, 400, "response_format type"),
+        ("/v1/completions", r#"{"prompt":"x","grammar":"start: missing"}"#, 400, "Lark grammar"),
+        ("/v1/completions", r#"{"prompt":"x","grammar":"start: \"a\"","regex":"b"}"#, 400, "one constraint"),
+        (
+            "/v1/completions",
+            r#"{"prompt":"x","response_format":{"type":"json_schema","json_schema":{"schema":{"type":"nope"}}}}"#,
+            400,
+            "JSON schema",
+        ),
     ];
     for (path, body, status, needle) in bad {
         let (st, e) = s.post(path, body);

@@ -119,6 +119,9 @@ pub enum Error {
     /// A NaN or infinity where only finite numbers make sense (weights, cache, logits).
     #[error("non-finite value {value} in the {what}")]
     NonFinite { what: String, value: f32 },
+    /// A JSON schema, grammar or regular expression that cannot constrain the output.
+    #[error("constraint: {0}")]
+    Constraint(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

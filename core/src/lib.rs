@@ -4,6 +4,7 @@
 
 pub mod atomic_file;
 pub mod chat;
+pub mod constraint;
 pub mod convert;
 pub mod error;
 pub mod gguf;

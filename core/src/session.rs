@@ -1,6 +1,7 @@
 //! A conversation with a model: its KV cache, token history, and the generation loop
 //! (prefill, decode, sampling, stop strings, streaming, cancellation).
 
+use crate::constraint::{Constraint, Guide};
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
 use crate::model::{AlibiScaling, Logits, Model};
@@ -98,6 +99,10 @@ pub struct GenerateOptions {
     pub stop_at_eos: bool,
     /// Stops this call (see [`CancelHandle`]); a fresh, uncancelled one by default.
     pub cancel: CancelHandle,
+    /// Output must match this (JSON schema, grammar...). The grammar decides where the answer
+    /// ends, so `stop` strings do not apply, and a `max_tokens` cut still closes the answer
+    /// (see [`crate::constraint`]).
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -108,6 +113,7 @@ impl Default for GenerateOptions {
             stop: vec![],
             stop_at_eos: true,
             cancel: CancelHandle::default(),
+            constraint: None,
         }
     }
 }
@@ -395,7 +401,8 @@ impl Session {
     ) -> Result<GenerationStats> {
         let model = self.model.clone();
         let mut decoder = StreamDecoder::new(&model.tokenizer);
-        let mut stops = StopMatcher::new(&opts.stop);
+        let stop_strings = if opts.constraint.is_some() { &[][..] } else { &opts.stop[..] };
+        let mut stops = StopMatcher::new(stop_strings);
         let mut hit_stop = false;
         let mut stats = self.generate_ids(ids, opts, &mut |id| {
             let piece = decoder.push(id).unwrap_or_default();
@@ -444,6 +451,10 @@ impl Session {
             stats.stop_reason = StopReason::Cancelled;
             return Ok(stats);
         }
+        let mut guide = match &opts.constraint {
+            Some(c) => Some(self.model.constraint_engine()?.guide(c)?),
+            None => None,
+        };
         let mut sampler = Sampler::new(opts.sampling.clone());
         let eos = self.model.tokenizer.eos_id();
         let t1 = Instant::now();
@@ -454,7 +465,34 @@ impl Session {
                 break;
             }
             check_finite(&logits, self.tokens.len())?;
-            let id = sampler.sample(&mut logits, &self.tokens);
+            let remaining = opts.max_tokens - stats.generated_tokens;
+            let mut id = None;
+            if let Some(g) = guide.as_mut() {
+                if g.is_complete() {
+                    stats.stop_reason = StopReason::EndOfText;
+                    break;
+                }
+                if let Some(closing) = g.must_close(remaining) {
+                    self.emit_closing(&closing, g, &mut stats, cancel, on_token)?;
+                    break;
+                }
+                g.mask(&mut logits)?;
+                let t = sampler.sample(&mut logits, &self.tokens);
+                if t == g.eos() {
+                    stats.stop_reason = StopReason::EndOfText;
+                    break;
+                }
+                g.accept(t)?;
+                if let Some(closing) = g.check_room(remaining - 1)? {
+                    self.emit_closing(&closing, g, &mut stats, cancel, on_token)?;
+                    break;
+                }
+                id = Some(t);
+            }
+            let id = match id {
+                Some(id) => id,
+                None => sampler.sample(&mut logits, &self.tokens),
+            };
             if opts.stop_at_eos && Some(id) == eos {
                 stats.stop_reason = StopReason::EndOfText;
                 break;
@@ -478,6 +516,33 @@ impl Session {
         }
         stats.generation_time = t1.elapsed();
         Ok(stats)
+    }
+
+    /// Ends a constrained answer the budget would cut: the completion's tokens are reported
+    /// and fed like sampled ones (so the conversation can go on), and the stop reason stays
+    /// "max tokens".
+    fn emit_closing(
+        &mut self,
+        closing: &[u32],
+        guide: &mut Guide,
+        stats: &mut GenerationStats,
+        cancel: &CancelHandle,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<()> {
+        stats.stop_reason = StopReason::MaxTokens;
+        for &id in closing {
+            guide.accept(id)?;
+            stats.generated_tokens += 1;
+            on_token(id);
+        }
+        if self.cache.len() + closing.len() > self.cache.n_ctx() && !self.make_room(closing.len()) {
+            stats.stop_reason = StopReason::ContextFull;
+            return Ok(());
+        }
+        if !closing.is_empty() && !self.prefill_cancellable(closing, cancel)? {
+            stats.stop_reason = StopReason::Cancelled;
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ import json
 import sys
 import traceback
 
+import jsonschema
 import openai
 
 base_url, model = sys.argv[1], sys.argv[2]
@@ -83,6 +84,44 @@ def seeds_reproduce():
     a = client.completions.create(seed=11, **kw).choices[0].text
     b = client.completions.create(seed=11, **kw).choices[0].text
     assert a == b, (a, b)
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "year": {"type": "integer", "minimum": 1700, "maximum": 1900},
+        "characters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+                "required": ["name", "age"],
+                "additionalProperties": False,
+            },
+            "maxItems": 3,
+        },
+    },
+    "required": ["title", "year", "characters"],
+    "additionalProperties": False,
+}
+
+
+@test
+def json_schema_replies_parse_and_validate():
+    fmt = {"type": "json_schema", "json_schema": {"name": "book", "schema": SCHEMA, "strict": True}}
+    for seed, max_tokens in [(1, 120), (2, 120), (3, 25)]:
+        r = client.chat.completions.create(
+            model=model, messages=MESSAGES, max_tokens=max_tokens, temperature=1.0, seed=seed, response_format=fmt
+        )
+        c = r.choices[0]
+        jsonschema.validate(json.loads(c.message.content), SCHEMA)
+        assert c.finish_reason in ("stop", "length"), c.finish_reason
+        assert r.usage.completion_tokens <= max_tokens, r.usage
+    r = client.chat.completions.create(
+        model=model, messages=MESSAGES, max_tokens=40, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
 
 
 @test

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pocketlm_core::chat::Message;
+use pocketlm_core::constraint::Constraint;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -53,7 +54,65 @@ pub struct Sampling {
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u32>,
     pub response_format: Option<Value>,
+    /// A Lark grammar (llguidance's dialect) the output must match.
     pub grammar: Option<Value>,
+    /// A regular expression the whole output must match.
+    pub regex: Option<Value>,
+    /// llama-server's spelling of a JSON-schema constraint.
+    pub json_schema: Option<Value>,
+}
+
+impl Sampling {
+    /// What the output must match: `response_format` (`json_object`, `json_schema`), or
+    /// `grammar` / `regex` / `json_schema`; at most one of them.
+    pub fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
+        let mut found: Vec<(&'static str, Constraint)> = Vec::new();
+        if let Some(f) = &self.response_format {
+            let bad = |m: &str| ApiError::bad_request(m, Some("response_format"));
+            match f.get("type").and_then(Value::as_str) {
+                Some("text") => {}
+                Some("json_object") => found.push(("response_format", Constraint::JsonObject)),
+                Some("json_schema") => {
+                    let schema = match f.get("json_schema") {
+                        Some(Value::Object(o)) => o.get("schema").cloned().unwrap_or_else(|| json!({})),
+                        _ => return Err(bad("response_format json_schema needs a \"json_schema\" object")),
+                    };
+                    if !(schema.is_object() || schema.is_boolean()) {
+                        return Err(bad("response_format json_schema.schema must be a JSON Schema object"));
+                    }
+                    found.push(("response_format", Constraint::JsonSchema(schema)));
+                }
+                _ => return Err(bad("response_format type must be \"text\", \"json_object\" or \"json_schema\"")),
+            }
+        }
+        let text = |v: &Option<Value>, param: &'static str| match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::bad_request(format!("{param} must be a string"), Some(param))),
+        };
+        if let Some(g) = text(&self.grammar, "grammar")? {
+            found.push(("grammar", Constraint::Lark(g)));
+        }
+        if let Some(r) = text(&self.regex, "regex")? {
+            found.push(("regex", Constraint::Regex(r)));
+        }
+        match &self.json_schema {
+            None | Some(Value::Null) => {}
+            Some(s) if s.is_object() || s.is_boolean() => {
+                found.push(("json_schema", Constraint::JsonSchema(s.clone())))
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request("json_schema must be a JSON Schema object", Some("json_schema")))
+            }
+        }
+        if found.len() > 1 {
+            return Err(ApiError::bad_request(
+                format!("give one constraint, not {}", found.iter().map(|f| f.0).collect::<Vec<_>>().join(" and ")),
+                Some(found[1].0),
+            ));
+        }
+        Ok(found.pop().map(|f| f.1))
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

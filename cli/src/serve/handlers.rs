@@ -209,16 +209,13 @@ impl Job {
         if s.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad_request("only n = 1 is supported", Some("n")));
         }
-        if let Some(f) = &s.response_format {
-            if f.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(ApiError::bad_request(
-                    "only response_format {\"type\": \"text\"} is supported",
-                    Some("response_format"),
-                ));
-            }
-        }
-        if s.grammar.is_some() {
-            return Err(ApiError::bad_request("grammar-constrained output is not supported", Some("grammar")));
+        let constraint = s.constraint()?;
+        if let Some(c) = &constraint {
+            // Compiled here too, so a bad schema is this request's 400, not a failed stream.
+            l.model
+                .constraint_engine()
+                .and_then(|e| e.guide(c))
+                .map_err(|e| ApiError::bad_request(e.to_string(), None))?;
         }
         if ids.is_empty() {
             return Err(ApiError::bad_request("the prompt is empty", Some("prompt")));
@@ -253,7 +250,8 @@ impl Job {
         let max_tokens = s.max_completion_tokens.or(s.max_tokens).map_or(default_max, |m| m as usize).min(room);
         let mut stop = format_stops;
         stop.extend(s.stop.map(Stop::into_vec).unwrap_or_default().into_iter().filter(|s| !s.is_empty()));
-        let opts = GenerateOptions { max_tokens, sampling, stop, stop_at_eos: true, cancel: CancelHandle::new() };
+        let opts =
+            GenerateOptions { max_tokens, sampling, stop, stop_at_eos: true, cancel: CancelHandle::new(), constraint };
         let include_usage = s.stream_options.is_some_and(|o| o.include_usage);
         Ok(Job { ids, opts, stream: s.stream, include_usage })
     }

@@ -8,13 +8,15 @@ pub mod vocab;
 pub use forward::{Cancelled, Logits};
 pub use hparams::{alibi_slopes, AlibiScaling, HParams};
 
-use crate::error::{GgufError, Result};
+use crate::constraint::ConstraintEngine;
+use crate::error::{Error, GgufError, Result};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::ops::matmul::MatRef;
 use crate::tokenizer::Tokenizer;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// A 2-D weight: byte range in the map plus geometry.
 #[derive(Debug, Clone)]
@@ -64,6 +66,8 @@ pub struct Model {
     tok_embd: Matrix,
     out_norm: Norm,
     layers: Vec<Layer>,
+    /// Built on the first constrained generation (a few tens of milliseconds), then shared.
+    constraints: OnceLock<std::result::Result<Arc<ConstraintEngine>, String>>,
 }
 
 impl Model {
@@ -76,7 +80,18 @@ impl Model {
         hparams.n_vocab = spec.tokens.len();
         let tokenizer = Tokenizer::from_spec(&spec)?;
         let (tok_embd, out_norm, layers) = Loader::new(&file, &hparams).load().map_err(|e| file.err(e))?;
-        Ok(Model { file, hparams, tokenizer, tok_embd, out_norm, layers })
+        Ok(Model { file, hparams, tokenizer, tok_embd, out_norm, layers, constraints: OnceLock::new() })
+    }
+
+    /// The vocabulary indexed for constrained decoding (JSON schemas, grammars).
+    pub fn constraint_engine(&self) -> Result<Arc<ConstraintEngine>> {
+        let built = self.constraints.get_or_init(|| {
+            ConstraintEngine::new(&self.tokenizer).map(Arc::new).map_err(|e| match e {
+                Error::Constraint(why) => why,
+                other => other.to_string(),
+            })
+        });
+        built.clone().map_err(Error::Constraint)
     }
 
     fn mat(&self, m: &Matrix) -> MatRef<'_> {
