@@ -229,6 +229,21 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
 
     /// onFinish comes exactly once also when the call fails, with stopReason .error; the call
     /// throws the error, whose text names the problem.
+    func testJsonSchemaConstrainsTheAnswer() async throws {
+        let fx = try Fixtures.load()
+        let model = try await PocketLmModel.load(path: fx.tiny)
+        let schema = #"{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":9}},"required":["n"],"additionalProperties":false}"#
+        for seed: UInt64 in 1...5 {
+            let session = try model.newSession()
+            var text = ""
+            let options = GenerateOptions(maxTokens: 20, temperature: 1, seed: seed, jsonSchema: schema)
+            for try await piece in session.generate("Pick a number:", options: options) { text += piece }
+            let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Int]
+            XCTAssertNotNil(object?["n"], text)
+            XCTAssertTrue((0...9).contains(object?["n"] ?? -1), text)
+        }
+    }
+
     func testOnFinishOnFailure() throws {
         let fx = try Fixtures.load()
         let raw = try Model.load(path: fx.tiny, options: ModelOptions())

@@ -1728,6 +1728,23 @@ public struct GenerateOptions: Equatable, Hashable {
      * Stop at the end-of-text token.
      */
     public var stopAtEndOfText: Bool
+    /**
+     * OpenAI's presence penalty (-2..2): subtracted once from every token already present.
+     */
+    public var presencePenalty: Float
+    /**
+     * OpenAI's frequency penalty (-2..2): subtracted per occurrence.
+     */
+    public var frequencyPenalty: Float
+    /**
+     * A JSON Schema (as JSON text) the answer must be an instance of; `"{\"type\":\"object\"}"`
+     * for any JSON object. The answer always parses, also when `max_tokens` ends it.
+     */
+    public var jsonSchema: String?
+    /**
+     * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
+     */
+    public var grammar: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1740,7 +1757,20 @@ public struct GenerateOptions: Equatable, Hashable {
          */stop: [String] = [], 
         /**
          * Stop at the end-of-text token.
-         */stopAtEndOfText: Bool = true) {
+         */stopAtEndOfText: Bool = true, 
+        /**
+         * OpenAI's presence penalty (-2..2): subtracted once from every token already present.
+         */presencePenalty: Float = Float(0.0), 
+        /**
+         * OpenAI's frequency penalty (-2..2): subtracted per occurrence.
+         */frequencyPenalty: Float = Float(0.0), 
+        /**
+         * A JSON Schema (as JSON text) the answer must be an instance of; `"{\"type\":\"object\"}"`
+         * for any JSON object. The answer always parses, also when `max_tokens` ends it.
+         */jsonSchema: String? = nil, 
+        /**
+         * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
+         */grammar: String? = nil) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -1750,6 +1780,10 @@ public struct GenerateOptions: Equatable, Hashable {
         self.seed = seed
         self.stop = stop
         self.stopAtEndOfText = stopAtEndOfText
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.jsonSchema = jsonSchema
+        self.grammar = grammar
     }
 
     
@@ -1776,7 +1810,11 @@ public struct FfiConverterTypeGenerateOptions: FfiConverterRustBuffer {
                 repeatPenalty: FfiConverterFloat.read(from: &buf), 
                 seed: FfiConverterUInt64.read(from: &buf), 
                 stop: FfiConverterSequenceString.read(from: &buf), 
-                stopAtEndOfText: FfiConverterBool.read(from: &buf)
+                stopAtEndOfText: FfiConverterBool.read(from: &buf), 
+                presencePenalty: FfiConverterFloat.read(from: &buf), 
+                frequencyPenalty: FfiConverterFloat.read(from: &buf), 
+                jsonSchema: FfiConverterOptionString.read(from: &buf), 
+                grammar: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -1790,6 +1828,10 @@ public struct FfiConverterTypeGenerateOptions: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.seed, into: &buf)
         FfiConverterSequenceString.write(value.stop, into: &buf)
         FfiConverterBool.write(value.stopAtEndOfText, into: &buf)
+        FfiConverterFloat.write(value.presencePenalty, into: &buf)
+        FfiConverterFloat.write(value.frequencyPenalty, into: &buf)
+        FfiConverterOptionString.write(value.jsonSchema, into: &buf)
+        FfiConverterOptionString.write(value.grammar, into: &buf)
     }
 }
 

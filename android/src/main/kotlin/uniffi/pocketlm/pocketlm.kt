@@ -3247,6 +3247,27 @@ data class GenerateOptions (
      * Stop at the end-of-text token.
      */
     var `stopAtEndOfText`: kotlin.Boolean = true 
+    , 
+    /**
+     * OpenAI's presence penalty (-2..2): subtracted once from every token already present.
+     */
+    var `presencePenalty`: kotlin.Float = 0.0f 
+    , 
+    /**
+     * OpenAI's frequency penalty (-2..2): subtracted per occurrence.
+     */
+    var `frequencyPenalty`: kotlin.Float = 0.0f 
+    , 
+    /**
+     * A JSON Schema (as JSON text) the answer must be an instance of; `"{\"type\":\"object\"}"`
+     * for any JSON object. The answer always parses, also when `max_tokens` ends it.
+     */
+    var `jsonSchema`: kotlin.String? = null 
+    , 
+    /**
+     * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
+     */
+    var `grammar`: kotlin.String? = null 
     
 ){
     
@@ -3272,6 +3293,10 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterULong.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterFloat.read(buf),
+            FfiConverterFloat.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3284,7 +3309,11 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterFloat.allocationSize(value.`repeatPenalty`) +
             FfiConverterULong.allocationSize(value.`seed`) +
             FfiConverterSequenceString.allocationSize(value.`stop`) +
-            FfiConverterBoolean.allocationSize(value.`stopAtEndOfText`)
+            FfiConverterBoolean.allocationSize(value.`stopAtEndOfText`) +
+            FfiConverterFloat.allocationSize(value.`presencePenalty`) +
+            FfiConverterFloat.allocationSize(value.`frequencyPenalty`) +
+            FfiConverterOptionalString.allocationSize(value.`jsonSchema`) +
+            FfiConverterOptionalString.allocationSize(value.`grammar`)
     )
 
     override fun write(value: GenerateOptions, buf: ByteBuffer) {
@@ -3297,6 +3326,10 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterULong.write(value.`seed`, buf)
             FfiConverterSequenceString.write(value.`stop`, buf)
             FfiConverterBoolean.write(value.`stopAtEndOfText`, buf)
+            FfiConverterFloat.write(value.`presencePenalty`, buf)
+            FfiConverterFloat.write(value.`frequencyPenalty`, buf)
+            FfiConverterOptionalString.write(value.`jsonSchema`, buf)
+            FfiConverterOptionalString.write(value.`grammar`, buf)
     }
 }
 

@@ -13,6 +13,7 @@ import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.Timeout
 import uniffi.pocketlm.CancelToken
+import uniffi.pocketlm.GenerateOptions
 import uniffi.pocketlm.GenerationStats
 import uniffi.pocketlm.KvCacheType
 import uniffi.pocketlm.Model
@@ -179,6 +180,23 @@ class GeneratedApiTest {
             assertEquals(StopReason.CANCELLED, r.stats.stopReason)
             // A fresh token (or none) runs normally: the cancel belonged to those calls only.
             assertEquals(Fixtures.greedy, s.generateIds(Fixtures.prompt, Fixtures.greedyOptions(), CancelToken()).tokenIds)
+        }
+    }
+
+    @Test
+    fun `a JSON schema constrains every sampled answer, a broken one is InvalidArgument`() {
+        val schema = """{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false}"""
+        model.newSession(SessionOptions()).use { s ->
+            for (seed in 1uL..5uL) {
+                val stream = RecordingStream()
+                s.reset()
+                s.generate(promptText, GenerateOptions(maxTokens = 20u, temperature = 1f, seed = seed, jsonSchema = schema), stream)
+                assertTrue(stream.text == """{"ok":true}""" || stream.text == """{"ok":false}""", stream.text)
+            }
+            val e = assertFailsWith<PocketLmException.InvalidArgument> {
+                s.generate(promptText, GenerateOptions(jsonSchema = "{not json"), RecordingStream())
+            }
+            assertTrue("schema" in e.message!!, e.message)
         }
     }
 
