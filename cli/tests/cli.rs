@@ -422,3 +422,40 @@ fn chat_keeps_the_cache_saves_loads_and_ctrl_c_stops_only_the_answer() {
     let generated: usize = err.split(" tokens at ").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     assert!(generated < 3000, "stopped early: {generated} tokens");
 }
+
+#[test]
+fn run_with_a_json_schema_grammar_or_regex_prints_matching_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = convert_mini(tmp.path());
+    let m = model.to_str().unwrap();
+    let schema = tmp.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer","minimum":1,"maximum":5}},
+            "required":["name","n"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let s = schema.to_str().unwrap();
+    for n in ["8", "60"] {
+        let o = pocketlm(&["run", "-m", m, "-p", "Data:", "-n", n, "--temp", "1", "--json-schema", s]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("-n {n}: {e}"));
+        assert!(v["name"].is_string() && (1..=5).contains(&v["n"].as_i64().unwrap()), "-n {n}: {v}");
+    }
+    let grammar = tmp.path().join("yes-no.lark");
+    std::fs::write(&grammar, "start: \"yes\" | \"no\"\n").unwrap();
+    let o = pocketlm(&["run", "-m", m, "-p", "Answer:", "-n", "9", "--grammar", grammar.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.trim_end() == "yes" || out.trim_end() == "no", "{out}");
+    let o = pocketlm(&["run", "-m", m, "-p", "Code:", "-n", "9", "--regex", "[A-F]{4}"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.trim_end().len() == 4 && out.trim_end().bytes().all(|b| (b'A'..=b'F').contains(&b)), "{out}");
+
+    // A broken schema names the file; two constraints at once are refused by the parser.
+    std::fs::write(&schema, "{not json").unwrap();
+    let o = pocketlm(&["run", "-m", m, "-p", "x", "--json-schema", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("schema.json") && err.contains("not JSON"), "{err}");
+    let o = pocketlm(&["run", "-m", m, "-p", "x", "--json", "--regex", "a"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+}
