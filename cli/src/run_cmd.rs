@@ -145,5 +145,11 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         stats.generation_tokens_per_s(),
         stats.stop_reason
     );
+    if stats.constraint_time > std::time::Duration::ZERO {
+        eprintln!(
+            "constraint: {:.3} ms per token (mask, grammar, closing search)",
+            stats.constraint_time.as_secs_f64() * 1000.0 / stats.generated_tokens.max(1) as f64
+        );
+    }
     Ok(())
 }

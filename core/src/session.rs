@@ -133,6 +133,8 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     pub prompt_time: Duration,
     pub generation_time: Duration,
+    /// Of `generation_time`, what the constraint took (mask, grammar steps, closing search).
+    pub constraint_time: Duration,
     pub stop_reason: StopReason,
 }
 
@@ -441,6 +443,7 @@ impl Session {
             generated_tokens: 0,
             prompt_time: Duration::ZERO,
             generation_time: Duration::ZERO,
+            constraint_time: Duration::ZERO,
             stop_reason: StopReason::MaxTokens,
         };
         let t0 = Instant::now();
@@ -468,6 +471,7 @@ impl Session {
             let remaining = opts.max_tokens - stats.generated_tokens;
             let mut id = None;
             if let Some(g) = guide.as_mut() {
+                let tc = Instant::now();
                 if g.is_complete() {
                     stats.stop_reason = StopReason::EndOfText;
                     break;
@@ -477,13 +481,17 @@ impl Session {
                     break;
                 }
                 g.mask(&mut logits)?;
+                let masked = tc.elapsed();
                 let t = sampler.sample(&mut logits, &self.tokens);
                 if t == g.eos() {
                     stats.stop_reason = StopReason::EndOfText;
                     break;
                 }
+                let tc = Instant::now();
                 g.accept(t)?;
-                if let Some(closing) = g.check_room(remaining - 1)? {
+                let closing = g.check_room(remaining - 1)?;
+                stats.constraint_time += masked + tc.elapsed();
+                if let Some(closing) = closing {
                     self.emit_closing(&closing, g, &mut stats, cancel, on_token)?;
                     break;
                 }
