@@ -211,10 +211,10 @@ impl Job {
         }
         let constraint = s.constraint()?;
         if let Some(c) = &constraint {
-            // Compiled here too, so a bad schema is this request's 400, not a failed stream.
-            l.model
-                .constraint_engine()
-                .and_then(|e| e.guide(c))
+            // Compiled here too, so a bad schema is this request's 400, not a failed stream; off
+            // the async workers, as a large schema (or the first one, which indexes the
+            // vocabulary) takes milliseconds to seconds.
+            tokio::task::block_in_place(|| l.model.constraint_engine().and_then(|e| e.guide(c)))
                 .map_err(|e| ApiError::bad_request(e.to_string(), None))?;
         }
         if ids.is_empty() {
