@@ -48,11 +48,6 @@ fn f32_reproduces_reference_perplexities_and_the_interpolation_study() {
     let mut cases = vec![
         ("n_ctx1024_stride256_max40", "none", opts(1024, 256, 40, KvType::F32, AlibiScaling::None)),
         ("n_ctx1024_stride256_max40", "fixed_factor4", opts(1024, 256, 40, KvType::F32, AlibiScaling::Fixed(4.0))),
-        (
-            "n_ctx1024_stride256_max40",
-            "dynamic_train_seq_len256",
-            opts(1024, 256, 40, KvType::F32, AlibiScaling::Dynamic { train_seq_len: train }),
-        ),
         ("n_ctx2048_stride256_max20", "none", opts(2048, 256, 20, KvType::F32, AlibiScaling::None)),
         (
             "n_ctx2048_stride256_max20",
@@ -112,10 +107,17 @@ fn f32_reproduces_reference_perplexities_and_the_interpolation_study() {
     // The study's finding, on our numbers: interpolation does not help this model at 4x or 8x.
     let at = |s, v| got[&(s, v)];
     assert!(at("n_ctx1024_stride256_max40", "fixed_factor4") > 1.1 * at("n_ctx1024_stride256_max40", "none"));
+    // K = 1024 keys in every window: dynamic is exactly factor 4 (the reference's two numbers
+    // are equal), so a few windows show it without scoring all 40 twice.
+    let dynamic = AlibiScaling::Dynamic { train_seq_len: train };
     assert_eq!(
-        at("n_ctx1024_stride256_max40", "fixed_factor4"),
-        at("n_ctx1024_stride256_max40", "dynamic_train_seq_len256"),
+        ppl(&model, &tokens, &opts(1024, 256, 3, KvType::F32, AlibiScaling::Fixed(4.0))).perplexity(),
+        ppl(&model, &tokens, &opts(1024, 256, 3, KvType::F32, dynamic)).perplexity(),
         "K = 1024 keys in every window: dynamic is exactly factor 4"
+    );
+    assert_eq!(
+        r["n_ctx1024_stride256_max40"]["fixed_factor4"]["ppl"],
+        r["n_ctx1024_stride256_max40"]["dynamic_train_seq_len256"]["ppl"]
     );
     assert!(
         at("n_ctx2048_stride256_max20", "dynamic_train_seq_len256") > 1.1 * at("n_ctx2048_stride256_max20", "none")

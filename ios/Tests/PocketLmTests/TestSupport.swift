@@ -8,6 +8,8 @@ struct Fixtures {
     let dir: String
     let prompt: [UInt32]
     let greedy: [UInt32]
+    /// n_layer, n_embd and vocabulary size of the fixture tiny.gguf was converted from.
+    let shape: [UInt32]
 
     var tiny: String { dir + "/tiny.gguf" }
     var corrupt: String { dir + "/corrupt.gguf" }
@@ -26,7 +28,8 @@ struct Fixtures {
                     return id
                 }
         }
-        return Fixtures(dir: dir, prompt: try ids("tiny.prompt"), greedy: try ids("tiny.greedy"))
+        return Fixtures(dir: dir, prompt: try ids("tiny.prompt"), greedy: try ids("tiny.greedy"),
+                        shape: try ids("tiny.shape"))
     }
 }
 

@@ -22,6 +22,12 @@ object Fixtures {
     val prompt: List<UInt> = ids("tiny.prompt")
     val greedy: List<UInt> = ids("tiny.greedy")
 
+    /** n_layer, n_embd and vocabulary size of the fixture tiny.gguf was converted from. */
+    private val shape: List<UInt> = ids("tiny.shape")
+    val nLayer: UInt = shape[0]
+    val nEmbd: UInt = shape[1]
+    val vocabSize: UInt = shape[2]
+
     /** Long enough that a generation is always still running when a test cancels it. */
     const val LONG = 5000u
     const val LONG_CONTEXT = 8192u

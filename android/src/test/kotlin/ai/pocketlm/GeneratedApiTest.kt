@@ -36,9 +36,9 @@ class GeneratedApiTest {
     fun `model info describes the tiny fixture`() {
         val info = model.info()
         assertEquals("btlm", info.architecture)
-        assertEquals(2u, info.nLayer)
-        assertEquals(64u, info.nEmbd)
-        assertEquals(50257u, info.vocabSize)
+        assertEquals(Fixtures.nLayer, info.nLayer)
+        assertEquals(Fixtures.nEmbd, info.nEmbd)
+        assertEquals(Fixtures.vocabSize, info.vocabSize)
     }
 
     @Test
@@ -59,7 +59,7 @@ class GeneratedApiTest {
             model.newSession(SessionOptions(kvCacheType = type)).use { s ->
                 val r = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions())
                 assertEquals(16, r.tokenIds.size, "$type")
-                assertTrue(r.tokenIds.all { it < 50257u }, "$type")
+                assertTrue(r.tokenIds.all { it < Fixtures.vocabSize }, "$type")
                 if (type == KvCacheType.F16 || type == KvCacheType.F32) assertEquals(Fixtures.greedy, r.tokenIds, "$type")
             }
         }

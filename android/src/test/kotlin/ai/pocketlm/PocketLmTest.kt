@@ -57,8 +57,8 @@ class PocketLmTest {
     @Test
     fun `info describes the loaded model`() {
         assertEquals("btlm", model.info.architecture)
-        assertEquals(2u, model.info.nLayer)
-        assertEquals(50257u, model.info.vocabSize)
+        assertEquals(Fixtures.nLayer, model.info.nLayer)
+        assertEquals(Fixtures.vocabSize, model.info.vocabSize)
     }
 
     @Test
