@@ -21,5 +21,5 @@ name=$(basename "$model_dir")
 out=models/$name-$type.gguf
 
 $bin convert "$model_dir" "$out" --type "$type"
-$bin info "$out" | head -12
+$bin info "$out" | sed -n 1,12p  # sed reads everything: no SIGPIPE under pipefail
 $bin run -m "$out" -p "$prompt" -n 48 --temp 0.8 --seed 42
