@@ -7,6 +7,8 @@ mod constraint_args;
 mod convert_cmd;
 mod info_cmd;
 mod perplexity_cmd;
+mod punct_data_cmd;
+mod punctuate_cmd;
 mod quantize_cmd;
 mod run_cmd;
 mod sampling_args;
@@ -43,6 +45,10 @@ enum Cmd {
     Bench(bench_cmd::Args),
     /// Perplexity over a text file; KL divergence against a reference model's saved logits
     Perplexity(perplexity_cmd::Args),
+    /// Punctuation and capitals for speech-recognition text (optionally with its audio)
+    Punctuate(punctuate_cmd::Args),
+    /// The punctuation model's dataset, packing and evaluation tools
+    PunctData(punct_data_cmd::Args),
 }
 
 /// `pocketlm info M | head -1` must end quietly when the reader goes away, as Unix tools do.
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
         Cmd::Synth(a) => synth_cmd::run(a),
         Cmd::Bench(a) => bench_cmd::run(a),
         Cmd::Perplexity(a) => perplexity_cmd::run(a),
+        Cmd::Punctuate(a) => punctuate_cmd::run(a),
+        Cmd::PunctData(a) => punct_data_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod ops;
 pub mod perplexity;
+pub mod punct;
 pub mod quant;
 pub mod sampling;
 pub mod session;

@@ -1,6 +1,6 @@
 //! Hugging Face BTLM folder -> one self-contained GGUF (weights, hyperparameters, tokenizer).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod encode;
 pub mod hf_config;
 pub mod preset;
