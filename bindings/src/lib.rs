@@ -9,11 +9,15 @@ mod chat;
 mod error;
 mod exclusive;
 mod model;
+mod punctuator;
 mod session;
 
 pub use chat::{Chat, ChatMessage, ChatRole};
 pub use error::PocketLmError;
 pub use model::{Model, ModelInfo, ModelOptions};
+pub use punctuator::{
+    punctuation_audio_from_pcm16, PunctuatedWord, PunctuationAudio, PunctuationResult, Punctuator, WordTime,
+};
 pub use session::{
     CancelToken, GenerateOptions, GenerationResult, GenerationStats, KvCacheType, Session, SessionOptions, StopReason,
     TokenStream,

@@ -113,16 +113,18 @@ pub fn run(a: Args) -> Result<()> {
     let kv = KvType::parse(&a.cache_type)?;
     let longest = a.n_prompt.iter().chain(&a.n_gen).copied().max().unwrap_or(0);
     let max_depth = a.depth.iter().copied().max().unwrap_or(0);
-    let ctx_size = a.ctx_size.unwrap_or(2048.max(max_depth + longest));
+    let need = max_depth.checked_add(longest).ok_or_else(|| {
+        Error::InvalidArgument(format!("-d {max_depth} with a {longest}-token test: the context size overflows"))
+    })?;
+    let ctx_size = a.ctx_size.unwrap_or(2048.max(need));
     // Every option must mean a measurement: no repetitions would print rows of nothing, and
     // a context too small for the tests would print an empty table.
     if a.repetitions == 0 {
         return Err(Error::InvalidArgument("-r 0: at least one repetition is needed".into()));
     }
-    if max_depth + longest > ctx_size {
+    if need > ctx_size {
         return Err(Error::InvalidArgument(format!(
-            "-c {ctx_size}: the longest test needs {} tokens of context (depth {max_depth} + {longest})",
-            max_depth + longest
+            "-c {ctx_size}: the longest test needs {need} tokens of context (depth {max_depth} + {longest})"
         )));
     }
     let mut cache = KvCache::new(hp, ctx_size, kv, None)?;

@@ -41,6 +41,21 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Latency of one utterance (feature extraction from the audio + the model), one thread
+    Bench {
+        /// Model (default: the built-in one)
+        #[arg(short, long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        words: usize,
+        /// Seconds of audio
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f32,
+        #[arg(long, default_value_t = 16000)]
+        sample_rate: u32,
+        #[arg(short = 'r', long, default_value_t = 200)]
+        repetitions: usize,
+    },
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -59,7 +74,62 @@ pub fn run(a: Args) -> Result<()> {
             Ok(())
         }
         Cmd::Eval { model, data, seed } => eval_cmd(&model, &data, seed),
+        Cmd::Bench { model, words, seconds, sample_rate, repetitions } => {
+            bench_cmd(model.as_deref(), words, seconds, sample_rate, repetitions)
+        }
     }
+}
+
+/// Times `punctuate` on a synthetic utterance: `n` words spread over `seconds` of a voiced,
+/// gliding harmonic signal with silent gaps, so the pitch tracker does its full work.
+fn bench_cmd(model: Option<&Path>, n: usize, seconds: f32, sr: u32, reps: usize) -> Result<()> {
+    if n == 0 || reps == 0 || seconds.is_nan() || seconds <= 0.0 {
+        return Err(Error::InvalidArgument("--words, --seconds and -r must be positive".into()));
+    }
+    let p = match model {
+        Some(m) => Punctuator::load(m)?,
+        None => Punctuator::builtin()?,
+    };
+    let slot = seconds / n as f32;
+    let timings: Vec<WordTiming> =
+        (0..n).map(|i| WordTiming { start: i as f32 * slot, end: i as f32 * slot + 0.8 * slot }).collect();
+    let mut phase = 0f32;
+    let samples: Vec<f32> = (0..(seconds * sr as f32) as usize)
+        .map(|i| {
+            let t = i as f32 / sr as f32;
+            let voiced = (t % slot) < 0.8 * slot;
+            phase += 2.0 * std::f32::consts::PI * (120.0 + 40.0 * (t * 0.7).sin()) / sr as f32;
+            if voiced {
+                0.4 * phase.sin() + 0.2 * (2.0 * phase).sin()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let words: Vec<String> =
+        (0..n).map(|i| ["so", "what", "do", "you", "think", "about", "it"][i % 7].to_string()).collect();
+    let time = |audio: bool| -> Result<Vec<f64>> {
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t0 = std::time::Instant::now();
+            let input = audio.then(|| (Audio { samples: &samples, sample_rate: sr }, timings.as_slice()));
+            std::hint::black_box(p.punctuate(&words, input)?);
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        v.sort_by(f64::total_cmp);
+        Ok(v)
+    };
+    let kernels = pocketlm_core::kernels::best().isa;
+    for (what, audio) in [("text + audio", true), ("text only", false)] {
+        let v = time(audio)?;
+        println!(
+            "{n} words, {what:<12} ({seconds} s at {sr} Hz): median {:.3} ms, p90 {:.3} ms, min {:.3} ms ({reps} runs, one thread, {kernels} kernels)",
+            v[v.len() / 2],
+            v[v.len() * 9 / 10],
+            v[0]
+        );
+    }
+    Ok(())
 }
 
 /// One utterance of a shard: words, labels, timings and where its samples are.

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Punctuation model (GGUF); default: the one shipped in models/punct-qrnn.gguf
-    #[arg(short, long, default_value = "models/punct-qrnn.gguf")]
-    model: PathBuf,
+    /// Punctuation model (GGUF); default: the English model built into pocketlm
+    #[arg(short, long)]
+    model: Option<PathBuf>,
     /// The words, as the ASR gives them ("hey anna how are you")
     #[arg(long, conflicts_with = "words")]
     text: Option<String>,
@@ -33,7 +33,10 @@ struct TimedWord {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let p = Punctuator::load(&a.model)?;
+    let p = match &a.model {
+        Some(m) => Punctuator::load(m)?,
+        None => Punctuator::builtin()?,
+    };
     let (words, timings) = match (&a.text, &a.words) {
         (Some(t), None) => (split_words(t), None),
         (None, Some(path)) => {

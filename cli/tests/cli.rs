@@ -125,6 +125,9 @@ fn bad_input_is_a_clear_error_not_a_crash() {
         (vec!["convert", mini_dir, &pad_out, "--pad-inner", "18446744073709551615"], "--pad-inner"),
         (vec!["run", "-m", m, "-p", "Hi", "-f", t], "cannot be used with"),
         (vec!["bench", "-m", m, "-c", "1"], "-c 1"),
+        (vec!["bench", "-m", m, "-d", "18446744073709551615"], "overflows"),
+        (vec!["bench", "-m", m, "-p", "18446744073709551615", "-d", "1"], "overflows"),
+        (vec!["bench", "-m", m, "-d", "1000000000"], "out of memory"),
         (vec!["perplexity", "-m", m, "-f", t, "-c", "0"], "stride"),
         (vec!["perplexity", "-m", m, "-f", t, "-c", "1"], "stride"),
         (vec!["perplexity", "-m", m, "-f", t, "-c", "64", "--stride", "0"], "stride"),
@@ -159,6 +162,36 @@ fn bad_input_is_a_clear_error_not_a_crash() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
         assert!(!String::from_utf8_lossy(&o.stdout).contains('!'), "{args:?}: printed token 0");
     }
+}
+
+/// Issue 12 item 5: a reader that goes away (`pocketlm info M | head -1`) ends the program
+/// quietly by SIGPIPE, as Unix tools do: no panic message, no error text.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = convert_mini(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pocketlm"))
+        .args(["info", model.to_str().unwrap(), "--metadata"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the model is even open, so the first line meets a closed
+    // pipe (a panic here was "failed printing to stdout: Broken pipe").
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(err.is_empty(), "stderr: {err}");
+    assert!(status.success() || status.signal() == Some(libc_sigpipe()), "{status:?}");
+}
+
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13 // SIGPIPE on Linux, Android, macOS and iOS
 }
 
 #[test]

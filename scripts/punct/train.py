@@ -2,7 +2,7 @@
 """Trains PocketLM's punctuation model on features.jsonl files made by gen_data.py +
 `pocketlm punct-data features`, and writes OUT/model.safetensors + OUT/punct_config.json for
 `pocketlm punct-data pack`. The network is exactly core/src/punct/model.rs's: ternary hash
-projection (projection.py) -> dense 128->64 + ReLU; acoustic 11 -> 32 + ReLU; concat ->
+projection (projection.py) -> dense 128->64 + ReLU; acoustic 13 -> 32 + ReLU; concat ->
 2 x bidirectional QRNN (width 3, fo-pooling, 64 states per direction) -> dense to 4 labels.
 
     scripts/punct/train.py --train DATA/train/features.jsonl --test DATA/test/features.jsonl --out OUT
@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from projection import project  # noqa: E402
 
 LABELS = ["none", "comma", "period", "question"]
-N_AC = 11
+N_AC = 13
 F, BN, AW, H, LAYERS, K = 128, 64, 32, 64, 2, 3
+DROPOUT = 0.25
 
 
 def load(path):
@@ -91,15 +92,22 @@ class QrnnDir(nn.Module):
         g = self.gates(win)
         zg, fg, og = torch.tanh(g[..., :H]), torch.sigmoid(g[..., H:2 * H]), torch.sigmoid(g[..., 2 * H:])
         m = mask.unsqueeze(-1)
-        mult = fg * m + (1 - m)          # padding: carry the state
+        # fo-pooling c_t = f_t c_(t-1) + (1 - f_t) z_t as one masked matrix product per
+        # utterance: c_t = sum_(s<=t) exp(L_t - L_s) (1 - f_s) z_s with L the running sum of
+        # log f (padding: f = 1, nothing added). Every exponent is <= 0, so it is stable, and
+        # it is the same recurrence the Rust code runs step by step.
+        logf = nn.functional.logsigmoid(g[..., H:2 * H]) * m
         const = (1 - fg) * zg * m
-        c = x.new_zeros(B, H)
-        outs = [None] * T
-        steps = range(T - 1, -1, -1) if self.backward else range(T)
-        for t in steps:
-            c = c * mult[:, t] + const[:, t]
-            outs[t] = torch.clamp(c, -1, 1) * og[:, t]
-        return torch.stack(outs, 1) * m
+        if self.backward:
+            logf, const = logf.flip(1), const.flip(1)
+        L = torch.cumsum(logf, 1)                                   # [B, T, H]
+        diff = L.unsqueeze(2) - L.unsqueeze(1)                      # [B, t, s, H]
+        causal = torch.tril(torch.ones(T, T, dtype=torch.bool)).view(1, T, T, 1)
+        w = torch.exp(diff.masked_fill(~causal, float("-inf")))
+        c = (w * const.unsqueeze(1)).sum(2)                         # [B, T, H]
+        if self.backward:
+            c = c.flip(1)
+        return torch.clamp(c, -1, 1) * og * m
 
 
 class Model(nn.Module):
@@ -113,13 +121,17 @@ class Model(nn.Module):
             self.qrnn.append(nn.ModuleList([QrnnDir(d, False), QrnnDir(d, True)]))
             d = 2 * H
         self.output = nn.Linear(2 * H, len(LABELS))
+        # Training-only regularizer (identity at inference, so the Rust pass has no counterpart):
+        # 268 k parameters against a few hundred thousand words overfit the text path otherwise.
+        self.drop = nn.Dropout(DROPOUT)
 
     def forward(self, proj, ac, mask):
         m = mask.unsqueeze(-1)
         x = torch.cat([torch.relu(self.bottleneck(proj)), torch.relu(self.acoustic(ac))], -1) * m
         for fwd, bwd in self.qrnn:
+            x = self.drop(x) * m
             x = torch.cat([fwd(x, mask), bwd(x, mask)], -1)
-        return self.output(x)
+        return self.output(self.drop(x))
 
 
 def batchify(items, projector, mean, std, rng, augment, dropout):
@@ -185,12 +197,19 @@ def main():
     ap.add_argument("--augment", type=float, default=0.5, help="share of utterances with perturbed pauses")
     ap.add_argument("--dropout", type=float, default=0.2, help="share of utterances trained text-only")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--no-text", action="store_true", help="diagnosis: zero the word projections (acoustic only)")
+    ap.add_argument("--max-train", type=int, default=0, help="use only the first N training utterances")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     rng = random.Random(a.seed)
     train, test = load(a.train), load(a.test)
+    if a.max_train:
+        train = train[:a.max_train]
+    if a.no_text:
+        Projector.__call__ = lambda self, w: np.zeros(F, np.float32)
     allf = np.concatenate([f for _, _, f in train])
     mean, std = allf.mean(0), allf.std(0) + 1e-3
     mean[N_AC - 1], std[N_AC - 1] = 0.0, 1.0  # the "audio present" flag stays 1
@@ -198,7 +217,7 @@ def main():
     model = Model()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params} parameters; {len(train)} training utterances, {sum(len(w) for w, _, _ in train)} words", flush=True)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     steps = a.epochs * math.ceil(len(train) / a.batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
     weights = torch.tensor([1.0, 1.5, 1.5, 2.0])

@@ -10,15 +10,17 @@
 
 use crate::error::{Error, Result};
 
-/// Acoustic inputs per word: 10 measurements and a last slot that is 1 when audio was given
+/// Acoustic inputs per word: 12 measurements and a last slot that is 1 when audio was given
 /// (0 in text-only mode, where every slot is 0).
-pub const N_ACOUSTIC: usize = 11;
+pub const N_ACOUSTIC: usize = 13;
 
 /// Lowest and highest F0 searched, in Hz.
 const F0_MIN: f32 = 60.0;
 const F0_MAX: f32 = 400.0;
 /// Normalized autocorrelation above which a frame counts as voiced.
 const VOICING: f32 = 0.6;
+/// A peak at a shorter lag wins over the highest one if it reaches this share of it.
+const OCTAVE_TOLERANCE: f32 = 0.9;
 /// Frame hop and analysis window, in seconds.
 const HOP: f32 = 0.02;
 const WINDOW: f32 = 0.025;
@@ -120,6 +122,14 @@ pub fn word_features(audio: &Audio, timings: &[WordTiming]) -> Vec<[f32; N_ACOUS
                 .fold(None, |acc: Option<(f32, f32)>, s| Some(acc.map_or((s, s), |(lo, hi)| (lo.min(s), hi.max(s)))));
             let db_mean = mean(fr.iter().map(|f| f.db)).unwrap_or(db_ref);
             let db_max = fr.iter().map(|f| f.db).fold(f32::NEG_INFINITY, f32::max);
+            // Where the pitch ends up: a question's rise (or a statement's fall) is clearest in
+            // the last voiced frame and the word's tail, against the word and the utterance.
+            let word_mean = mean(voiced.iter().map(|v| v.1));
+            let end_delta = match (voiced.last(), word_mean) {
+                (Some(last), Some(m)) => last.1 - m,
+                _ => 0.0,
+            };
+            let tail_level = mean(tail.iter().map(|v| v.1)).map_or(0.0, |m| m - st_ref);
             [
                 (after.clamp(0.0, MAX_PAUSE) / 0.1).ln_1p(),
                 (before.clamp(0.0, MAX_PAUSE) / 0.1).ln_1p(),
@@ -131,6 +141,8 @@ pub fn word_features(audio: &Audio, timings: &[WordTiming]) -> Vec<[f32; N_ACOUS
                 if fr.is_empty() { 0.0 } else { voiced.len() as f32 / fr.len() as f32 },
                 (db_mean - db_ref) / 10.0,
                 if db_max.is_finite() { (db_max - db_ref) / 10.0 } else { 0.0 },
+                end_delta / 6.0,
+                tail_level / 6.0,
                 1.0,
             ]
             .map(|v| v.clamp(-8.0, 8.0))
@@ -204,10 +216,15 @@ impl PitchTracker {
             }
         };
         let rs: Vec<f32> = (self.lag_min - 1..=lag_hi).map(r).collect();
-        let (k, &best) = rs[1..rs.len() - 1].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+        let best = rs[1..rs.len() - 1].iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if best < VOICING {
             return None;
         }
+        // A periodic signal correlates as well at 2, 3, ... periods as at one: take the first
+        // peak nearly as high as the best, not the best itself (which may be a multiple).
+        let k = (1..rs.len() - 1)
+            .find(|&i| rs[i] >= rs[i - 1] && rs[i] >= rs[i + 1] && rs[i] >= OCTAVE_TOLERANCE * best)?
+            - 1;
         let (l, c, rr) = (rs[k], rs[k + 1], rs[k + 2]);
         let den = l - 2.0 * c + rr;
         let shift = if den.abs() > 1e-9 { (0.5 * (l - rr) / den).clamp(-0.5, 0.5) } else { 0.0 };
@@ -295,7 +312,14 @@ mod tests {
             let diff = (f[0][3] - f[1][3]) * 6.0;
             let want = st(200.0) - st(150.0);
             assert!((diff - want).abs() < 0.6, "pitch difference {diff} st, expected {want}");
-            assert_eq!(f[0][10], 1.0);
+            assert_eq!(f[0][12], 1.0);
+            // The rising word ends above its mean (by about 1.75 semitones), the flat one does not.
+            assert!(
+                f[1][10] * 6.0 > 1.0 && f[0][10].abs() * 6.0 < 0.5,
+                "end deltas {} {}",
+                f[0][10] * 6.0,
+                f[1][10] * 6.0
+            );
         }
     }
 

@@ -16,7 +16,7 @@ pub use features::{Audio, WordTiming, N_ACOUSTIC};
 pub use model::{PunctHparams, ARCH};
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::{GgmlType, GgufFile, GgufHeader};
 use crate::kernels::{self, Kernels};
 use model::{PunctModel, Scratch};
 use std::path::Path;
@@ -52,7 +52,16 @@ impl Punctuator {
     /// Opens a punctuation GGUF (`general.architecture = "punct-qrnn"`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let f = GgufFile::open(path)?;
-        Ok(Punctuator { model: PunctModel::load(&f)? })
+        Ok(Punctuator { model: PunctModel::load(&f.header, f.bytes(), &f.path)? })
+    }
+
+    /// The model that ships with PocketLM (English; int8, about 290 KB, compiled in), so
+    /// punctuation works with no file to download or bundle.
+    pub fn builtin() -> Result<Self> {
+        static BYTES: &[u8] = include_bytes!("../../assets/punct-qrnn.gguf");
+        let path = Path::new("<builtin punct-qrnn.gguf>");
+        let header = GgufHeader::parse(BYTES).map_err(|source| Error::Gguf { path: path.into(), source })?;
+        Ok(Punctuator { model: PunctModel::load(&header, BYTES, path)? })
     }
 
     pub fn labels(&self) -> &[String] {

@@ -8,10 +8,13 @@
 //! same pass in float, which is how the quantization's cost is measured.
 
 use super::features::N_ACOUSTIC;
+use crate::error::Error;
 use crate::error::{GgufError, Result};
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufHeader, TensorInfo};
 use crate::kernels::Kernels;
-use crate::quant::{as_blocks, BlockQ8A, BlockQ8_0, QK};
+use crate::quant::{BlockQ8A, BlockQ8_0, QK};
+use half::f16;
+use std::path::Path;
 
 /// The architecture key a punctuation GGUF carries.
 pub const ARCH: &str = "punct-qrnn";
@@ -113,7 +116,10 @@ pub(crate) struct Scratch {
 pub const KWIDTH: usize = 3;
 
 impl PunctModel {
-    pub(crate) fn load(f: &GgufFile) -> Result<Self> {
+    /// Reads a model from a parsed GGUF: `bytes` is the whole file (mapped or embedded),
+    /// `path` names it in errors.
+    pub(crate) fn load(header: &GgufHeader, bytes: &[u8], path: &Path) -> Result<Self> {
+        let f = &Source { header, bytes, path };
         let h = &f.header;
         let arch = h.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
         if arch != ARCH {
@@ -169,14 +175,20 @@ impl PunctModel {
                 GgmlType::F32 => Weights::F32(f32s(f, w)?),
                 GgmlType::Q8_0 => {
                     weight_type = GgmlType::Q8_0;
-                    let blocks = as_blocks::<BlockQ8_0>(f.tensor_bytes(w)).ok_or_else(|| {
-                        f.err(GgufError::MisalignedTensor { tensor: w.name.clone(), offset: w.offset, alignment: 2 })
-                    })?;
+                    // Copied out block by block: embedded bytes have no alignment guarantee.
+                    let blocks: Vec<BlockQ8_0> = f
+                        .tensor_bytes(w)
+                        .chunks_exact(std::mem::size_of::<BlockQ8_0>())
+                        .map(|c| BlockQ8_0 {
+                            delta: f16::from_le_bytes([c[0], c[1]]),
+                            quants: std::array::from_fn(|i| c[2 + i] as i8),
+                        })
+                        .collect();
                     if let Some(i) = blocks.iter().position(|b| !b.delta.to_f32().is_finite()) {
                         let value = blocks[i].delta.to_f32();
                         return Err(f.err(GgufError::NonFiniteTensor { tensor: w.name.clone(), index: i * QK, value }));
                     }
-                    Weights::Q8(blocks.iter().map(|b| BlockQ8_0 { delta: b.delta, quants: b.quants }).collect())
+                    Weights::Q8(blocks)
                 }
                 other => {
                     return Err(
@@ -312,13 +324,32 @@ impl PunctModel {
     }
 }
 
+/// The file a model is read from.
+struct Source<'a> {
+    header: &'a GgufHeader,
+    bytes: &'a [u8],
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn err(&self, source: GgufError) -> Error {
+        Error::Gguf { path: self.path.to_path_buf(), source }
+    }
+
+    /// A tensor's bytes (ranges were validated when the header was parsed).
+    fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
+        let start = (self.header.data_offset + t.offset) as usize;
+        &self.bytes[start..start + t.n_bytes as usize]
+    }
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
 /// A tensor that must exist with these GGML dims (`dims[0]` contiguous); weights must be F32
 /// or Q8_0 with whole blocks per row, vectors F32.
-fn tensor<'a>(f: &'a GgufFile, name: &str, dims: &[usize]) -> Result<&'a TensorInfo> {
+fn tensor<'a>(f: &Source<'a>, name: &str, dims: &[usize]) -> Result<&'a TensorInfo> {
     let t = f.header.tensor(name).ok_or_else(|| f.err(GgufError::MissingTensor(name.into())))?;
     let want: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
     if t.dims != want {
@@ -336,7 +367,7 @@ fn tensor<'a>(f: &'a GgufFile, name: &str, dims: &[usize]) -> Result<&'a TensorI
 }
 
 /// An F32 tensor's values, refused if any is NaN or infinite.
-fn f32s(f: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
+fn f32s(f: &Source, t: &TensorInfo) -> Result<Vec<f32>> {
     if t.ty != GgmlType::F32 {
         return Err(f.err(GgufError::UnsupportedTensorType { tensor: t.name.clone(), ty: t.ty.name().into() }));
     }

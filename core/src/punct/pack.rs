@@ -75,7 +75,7 @@ pub fn pack(dir: &Path, out: &Path, ty: GgmlType) -> Result<usize> {
             return Err(crate::error::GgufError::NonFiniteTensor { tensor: name.clone(), index: i, value: v[i] })
                 .map_err(|e| Error::Gguf { path: dir.join("model.safetensors"), source: e });
         }
-        let t = if dims.len() == 2 && dims[0] as usize % QK == 0 { ty } else { GgmlType::F32 };
+        let t = if dims.len() == 2 && (dims[0] as usize).is_multiple_of(QK) { ty } else { GgmlType::F32 };
         let mut bytes = Vec::new();
         for row in v.chunks_exact(dims[0] as usize) {
             quantize_row(t, row, &mut bytes);
