@@ -32,7 +32,7 @@ mkdir -p "$CARGO_TARGET_DIR"
 # scalar reference, the golden fixtures and the quantized-engine agreement through the NEON
 # kernels, and a session (prefill + decode + save/restore). Parsing, conversion, file handling
 # and the tokenizer are CPU-independent and ran natively in the Rust step.
-model_tests=(--test conformance --test quantized --test session)
+model_tests=(--test conformance --test quantized --test session --test punct)
 echo "== building the aarch64 test binaries"
 $CARGO test --no-run -q --target aarch64-unknown-linux-gnu -p pocketlm-core
 $CARGO test --no-run -q --target aarch64-unknown-linux-gnu -p pocketlm-tests "${model_tests[@]}"
@@ -51,7 +51,7 @@ echo "not run under qemu (CPU-independent, ran natively in the Rust step): the l
     "tokenizer, long-context, file-safety and trained-model suites" | tee -a "$log"
 # Cortex-A53 has neither: the plain-NEON fallback through the kernel tests and the golden fixtures.
 run cortex-a53 -p pocketlm-core
-run cortex-a53 -p pocketlm-tests --test conformance
+run cortex-a53 -p pocketlm-tests --test conformance --test punct
 
 echo "== compile check: aarch64-linux-android and aarch64-apple-ios (core + bindings, build-std)"
 # A check (no code generation): no NDK or Apple SDK here to link with, and the aarch64 code

@@ -492,3 +492,76 @@ fn run_with_a_json_schema_grammar_or_regex_prints_matching_output() {
     let o = pocketlm(&["run", "-m", m, "-p", "x", "--json", "--regex", "a"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
+
+/// A mono 16-bit WAV: `hound` is the CLI's reader, so the test writes the 44-byte header itself.
+fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    samples.iter().for_each(|s| b.extend_from_slice(&s.to_le_bytes()));
+    std::fs::write(path, b).unwrap();
+}
+
+/// `pocketlm punctuate` (issue 14): text only with the built-in model, with a WAV and word
+/// timings, and its bad input.
+#[test]
+fn punctuate_text_and_audio() {
+    let o = pocketlm(&["punctuate", "--text", "i think so"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("I think so"), "{text}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (wav, words) = (tmp.path().join("utt.wav"), tmp.path().join("words.json"));
+    let rate = 16000;
+    let samples: Vec<i16> = (0..rate * 2)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            let voiced = (0.1..0.6).contains(&t) || (1.0..1.5).contains(&t);
+            if voiced {
+                (9000.0 * (2.0 * std::f32::consts::PI * 150.0 * t).sin()) as i16
+            } else {
+                0
+            }
+        })
+        .collect();
+    write_wav(&wav, rate as u32, &samples);
+    std::fs::write(&words, r#"[{"word":"yes","start":0.1,"end":0.6},{"word":"indeed","start":1.0,"end":1.5}]"#)
+        .unwrap();
+    let (w, j) = (wav.to_str().unwrap(), words.to_str().unwrap());
+    let o = pocketlm(&["punctuate", "--audio", w, "--words", j, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["audio"], true);
+    assert_eq!(doc["words"].as_array().unwrap().len(), 2);
+    assert!(doc["words"][1]["probabilities"]["question"].as_f64().unwrap() >= 0.0);
+
+    std::fs::write(&words, r#"[{"word":"yes","start":0.1,"end":5.0}]"#).unwrap();
+    let missing = tmp.path().join("missing.wav");
+    let bad_json = tmp.path().join("bad.json");
+    std::fs::write(&bad_json, "[{\"word\": 3}]").unwrap();
+    for (args, needle) in [
+        (vec!["punctuate", "--audio", w, "--words", j], "after the end of the audio"),
+        (vec!["punctuate", "--audio", missing.to_str().unwrap(), "--words", j], "missing.wav"),
+        (vec!["punctuate", "--words", bad_json.to_str().unwrap()], "bad.json"),
+        (vec!["punctuate", "--text", "   "], "empty"),
+        (vec!["punctuate"], "--text"),
+        (vec!["punctuate", "-m", w, "--text", "hi"], "utt.wav"),
+    ] {
+        let o = pocketlm(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

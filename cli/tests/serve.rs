@@ -242,6 +242,11 @@ fn openai_endpoints_streaming_prefix_reuse_and_errors() {
         assert_eq!(st, status, "{body}: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{body}: {e}");
     }
+    // A prompt longer than the context: a 400 that says so, before any work.
+    let long = format!(r#"{{"prompt":"{}","max_tokens":4}}"#, "the ".repeat(20_000));
+    let (st, e) = s.post("/v1/completions", &long);
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("the context is"), "{e}");
     let huge = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(2 << 20));
     let (st, _, body) = s.request("POST", "/v1/completions", "", &huge);
     assert_eq!(st, 413, "{body}");

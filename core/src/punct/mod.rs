@@ -59,9 +59,15 @@ impl Punctuator {
     /// punctuation works with no file to download or bundle.
     pub fn builtin() -> Result<Self> {
         static BYTES: &[u8] = include_bytes!("../../assets/punct-qrnn.gguf");
-        let path = Path::new("<builtin punct-qrnn.gguf>");
-        let header = GgufHeader::parse(BYTES).map_err(|source| Error::Gguf { path: path.into(), source })?;
-        Ok(Punctuator { model: PunctModel::load(&header, BYTES, path)? })
+        Self::from_bytes(BYTES, "<builtin punct-qrnn.gguf>")
+    }
+
+    /// A model from the bytes of a GGUF file (an app asset, a download); `name` names it in
+    /// errors. Every count and shape is checked against the bytes, never trusted.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        let path = Path::new(name);
+        let header = GgufHeader::parse(bytes).map_err(|source| Error::Gguf { path: path.into(), source })?;
+        Ok(Punctuator { model: PunctModel::load(&header, bytes, path)? })
     }
 
     pub fn labels(&self) -> &[String] {

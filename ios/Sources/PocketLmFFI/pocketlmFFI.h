@@ -352,6 +352,42 @@ uint64_t uniffi_pocketlm_fn_method_model_new_session(uint64_t ptr, RustBuffer op
 RustBuffer uniffi_pocketlm_fn_method_model_tokenize(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_PUNCTUATOR
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_PUNCTUATOR
+uint64_t uniffi_pocketlm_fn_clone_punctuator(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_PUNCTUATOR
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FREE_PUNCTUATOR
+void uniffi_pocketlm_fn_free_punctuator(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_PUNCTUATOR_BUILTIN
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_PUNCTUATOR_BUILTIN
+uint64_t uniffi_pocketlm_fn_constructor_punctuator_builtin(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_PUNCTUATOR_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CONSTRUCTOR_PUNCTUATOR_LOAD
+uint64_t uniffi_pocketlm_fn_constructor_punctuator_load(RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_LABELS
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_LABELS
+RustBuffer uniffi_pocketlm_fn_method_punctuator_labels(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_PUNCTUATE
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_PUNCTUATE
+RustBuffer uniffi_pocketlm_fn_method_punctuator_punctuate(uint64_t ptr, RustBuffer words, RustBuffer audio, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_PUNCTUATE_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_PUNCTUATOR_PUNCTUATE_TEXT
+RustBuffer uniffi_pocketlm_fn_method_punctuator_punctuate_text(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CANCELTOKEN
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_CLONE_CANCELTOKEN
 uint64_t uniffi_pocketlm_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -441,6 +477,11 @@ void uniffi_pocketlm_fn_method_tokenstream_on_text(uint64_t ptr, RustBuffer text
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_TOKENSTREAM_ON_FINISH
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_METHOD_TOKENSTREAM_ON_FINISH
 void uniffi_pocketlm_fn_method_tokenstream_on_finish(uint64_t ptr, RustBuffer stats, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FUNC_PUNCTUATION_AUDIO_FROM_PCM16
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_FN_FUNC_PUNCTUATION_AUDIO_FROM_PCM16
+RustBuffer uniffi_pocketlm_fn_func_punctuation_audio_from_pcm16(RustBuffer pcm, uint32_t sample_rate, RustBuffer timings, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_POCKETLM_RUSTBUFFER_ALLOC
@@ -703,6 +744,12 @@ void ffi_pocketlm_rust_future_free_void(uint64_t handle
 void ffi_pocketlm_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_FUNC_PUNCTUATION_AUDIO_FROM_PCM16
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_FUNC_PUNCTUATION_AUDIO_FROM_PCM16
+uint16_t uniffi_pocketlm_checksum_func_punctuation_audio_from_pcm16(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CHAT_CANCEL
 uint16_t uniffi_pocketlm_checksum_method_chat_cancel(void
@@ -775,6 +822,24 @@ uint16_t uniffi_pocketlm_checksum_method_model_tokenize(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_LABELS
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_LABELS
+uint16_t uniffi_pocketlm_checksum_method_punctuator_labels(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_PUNCTUATE
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_PUNCTUATE
+uint16_t uniffi_pocketlm_checksum_method_punctuator_punctuate(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_PUNCTUATE_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_PUNCTUATOR_PUNCTUATE_TEXT
+uint16_t uniffi_pocketlm_checksum_method_punctuator_punctuate_text(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
 uint16_t uniffi_pocketlm_checksum_method_canceltoken_cancel(void
@@ -838,6 +903,18 @@ uint16_t uniffi_pocketlm_checksum_method_tokenstream_on_finish(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_MODEL_LOAD
 #define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_MODEL_LOAD
 uint16_t uniffi_pocketlm_checksum_constructor_model_load(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_PUNCTUATOR_BUILTIN
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_PUNCTUATOR_BUILTIN
+uint16_t uniffi_pocketlm_checksum_constructor_punctuator_builtin(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_PUNCTUATOR_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_POCKETLM_CHECKSUM_CONSTRUCTOR_PUNCTUATOR_LOAD
+uint16_t uniffi_pocketlm_checksum_constructor_punctuator_load(void
     
 );
 #endif

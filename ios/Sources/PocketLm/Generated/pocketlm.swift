@@ -471,6 +471,22 @@ private let UNIFFI_CALLBACK_UNEXPECTED_ERROR: Int32 = 2
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt16: FfiConverterPrimitive {
+    typealias FfiType = Int16
+    typealias SwiftType = Int16
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int16 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int16, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
     typealias FfiType = UInt32
     typealias SwiftType = UInt32
@@ -1174,6 +1190,195 @@ public func FfiConverterTypeModel_lift(_ handle: UInt64) throws -> Model {
 #endif
 public func FfiConverterTypeModel_lower(_ value: Model) -> UInt64 {
     return FfiConverterTypeModel.lower(value)
+}
+
+
+
+
+
+
+public protocol PunctuatorProtocol: AnyObject, Sendable {
+    
+    /**
+     * The labels the probabilities refer to, in order ("none" first).
+     */
+    func labels()  -> [String]
+    
+    /**
+     * Punctuates `words` (one per ASR word; case is ignored). With `audio`, its pauses, pitch
+     * and timing are used; without, the text alone decides. Errors name the problem: no words,
+     * a word with whitespace, timings that do not match the words or lie outside the audio,
+     * NaN samples, an unsupported sample rate.
+     */
+    func punctuate(words: [String], audio: PunctuationAudio?) throws  -> PunctuationResult
+    
+    /**
+     * Splits `text` on whitespace and punctuates it (text only).
+     */
+    func punctuateText(text: String) throws  -> PunctuationResult
+    
+}
+open class Punctuator: PunctuatorProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_pocketlm_fn_clone_punctuator(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_pocketlm_fn_free_punctuator(handle, $0) }
+    }
+
+    
+    /**
+     * The English model built into the library: nothing to bundle or download.
+     */
+public static func builtin()throws  -> Punctuator  {
+    return try  FfiConverterTypePunctuator_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_constructor_punctuator_builtin(uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Opens a punctuation model file (GGUF, architecture "punct-qrnn").
+     */
+public static func load(path: String)throws  -> Punctuator  {
+    return try  FfiConverterTypePunctuator_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_constructor_punctuator_load(
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * The labels the probabilities refer to, in order ("none" first).
+     */
+open func labels() -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_punctuator_labels(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Punctuates `words` (one per ASR word; case is ignored). With `audio`, its pauses, pitch
+     * and timing are used; without, the text alone decides. Errors name the problem: no words,
+     * a word with whitespace, timings that do not match the words or lie outside the audio,
+     * NaN samples, an unsupported sample rate.
+     */
+open func punctuate(words: [String], audio: PunctuationAudio? = nil)throws  -> PunctuationResult  {
+    return try  FfiConverterTypePunctuationResult_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_punctuator_punctuate(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(words),
+        FfiConverterOptionTypePunctuationAudio.lower(audio),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Splits `text` on whitespace and punctuates it (text only).
+     */
+open func punctuateText(text: String)throws  -> PunctuationResult  {
+    return try  FfiConverterTypePunctuationResult_lift(try rustCallWithError(FfiConverterTypePocketLmError_lift) {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_method_punctuator_punctuate_text(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePunctuator: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Punctuator
+
+    public static func lift(_ handle: UInt64) throws -> Punctuator {
+        return Punctuator(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Punctuator) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Punctuator {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Punctuator, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuator_lift(_ handle: UInt64) throws -> Punctuator {
+    return try FfiConverterTypePunctuator.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuator_lower(_ value: Punctuator) -> UInt64 {
+    return FfiConverterTypePunctuator.lower(value)
 }
 
 
@@ -2133,6 +2338,222 @@ public func FfiConverterTypeModelOptions_lower(_ value: ModelOptions) -> RustBuf
 }
 
 
+/**
+ * One word's prediction.
+ */
+public struct PunctuatedWord: Equatable, Hashable {
+    public var word: String
+    /**
+     * "none", "comma", "period" or "question".
+     */
+    public var label: String
+    /**
+     * The probability of each of `Punctuator.labels()`, in that order.
+     */
+    public var probabilities: [Float]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(word: String, 
+        /**
+         * "none", "comma", "period" or "question".
+         */label: String, 
+        /**
+         * The probability of each of `Punctuator.labels()`, in that order.
+         */probabilities: [Float]) {
+        self.word = word
+        self.label = label
+        self.probabilities = probabilities
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PunctuatedWord: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePunctuatedWord: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PunctuatedWord {
+        return
+            try PunctuatedWord(
+                word: FfiConverterString.read(from: &buf), 
+                label: FfiConverterString.read(from: &buf), 
+                probabilities: FfiConverterSequenceFloat.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PunctuatedWord, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.word, into: &buf)
+        FfiConverterString.write(value.label, into: &buf)
+        FfiConverterSequenceFloat.write(value.probabilities, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuatedWord_lift(_ buf: RustBuffer) throws -> PunctuatedWord {
+    return try FfiConverterTypePunctuatedWord.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuatedWord_lower(_ value: PunctuatedWord) -> RustBuffer {
+    return FfiConverterTypePunctuatedWord.lower(value)
+}
+
+
+/**
+ * Mono audio of the utterance and one timing per word.
+ */
+public struct PunctuationAudio: Equatable, Hashable {
+    /**
+     * Samples in [-1, 1] (use `punctuation_audio_from_pcm16` for 16-bit PCM).
+     */
+    public var samples: [Float]
+    /**
+     * 8000 to 48000 Hz (16000 and 22050 are typical).
+     */
+    public var sampleRate: UInt32
+    public var timings: [WordTime]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Samples in [-1, 1] (use `punctuation_audio_from_pcm16` for 16-bit PCM).
+         */samples: [Float], 
+        /**
+         * 8000 to 48000 Hz (16000 and 22050 are typical).
+         */sampleRate: UInt32, timings: [WordTime]) {
+        self.samples = samples
+        self.sampleRate = sampleRate
+        self.timings = timings
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PunctuationAudio: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePunctuationAudio: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PunctuationAudio {
+        return
+            try PunctuationAudio(
+                samples: FfiConverterSequenceFloat.read(from: &buf), 
+                sampleRate: FfiConverterUInt32.read(from: &buf), 
+                timings: FfiConverterSequenceTypeWordTime.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PunctuationAudio, into buf: inout [UInt8]) {
+        FfiConverterSequenceFloat.write(value.samples, into: &buf)
+        FfiConverterUInt32.write(value.sampleRate, into: &buf)
+        FfiConverterSequenceTypeWordTime.write(value.timings, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuationAudio_lift(_ buf: RustBuffer) throws -> PunctuationAudio {
+    return try FfiConverterTypePunctuationAudio.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuationAudio_lower(_ value: PunctuationAudio) -> RustBuffer {
+    return FfiConverterTypePunctuationAudio.lower(value)
+}
+
+
+public struct PunctuationResult: Equatable, Hashable {
+    /**
+     * The words with punctuation and sentence capitals: "Hey, Anna. How are you?"
+     */
+    public var text: String
+    public var words: [PunctuatedWord]
+    /**
+     * Whether the audio was used (false: text only).
+     */
+    public var usedAudio: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The words with punctuation and sentence capitals: "Hey, Anna. How are you?"
+         */text: String, words: [PunctuatedWord], 
+        /**
+         * Whether the audio was used (false: text only).
+         */usedAudio: Bool) {
+        self.text = text
+        self.words = words
+        self.usedAudio = usedAudio
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PunctuationResult: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePunctuationResult: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PunctuationResult {
+        return
+            try PunctuationResult(
+                text: FfiConverterString.read(from: &buf), 
+                words: FfiConverterSequenceTypePunctuatedWord.read(from: &buf), 
+                usedAudio: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PunctuationResult, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.text, into: &buf)
+        FfiConverterSequenceTypePunctuatedWord.write(value.words, into: &buf)
+        FfiConverterBool.write(value.usedAudio, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuationResult_lift(_ buf: RustBuffer) throws -> PunctuationResult {
+    return try FfiConverterTypePunctuationResult.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePunctuationResult_lower(_ value: PunctuationResult) -> RustBuffer {
+    return FfiConverterTypePunctuationResult.lower(value)
+}
+
+
 public struct SessionOptions: Equatable, Hashable {
     /**
      * Tokens of context (prompt + answer), allocated up front.
@@ -2196,6 +2617,63 @@ public func FfiConverterTypeSessionOptions_lift(_ buf: RustBuffer) throws -> Ses
 #endif
 public func FfiConverterTypeSessionOptions_lower(_ value: SessionOptions) -> RustBuffer {
     return FfiConverterTypeSessionOptions.lower(value)
+}
+
+
+/**
+ * When a word was spoken, in seconds from the start of the audio.
+ */
+public struct WordTime: Equatable, Hashable {
+    public var startSeconds: Float
+    public var endSeconds: Float
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(startSeconds: Float, endSeconds: Float) {
+        self.startSeconds = startSeconds
+        self.endSeconds = endSeconds
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension WordTime: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWordTime: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WordTime {
+        return
+            try WordTime(
+                startSeconds: FfiConverterFloat.read(from: &buf), 
+                endSeconds: FfiConverterFloat.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: WordTime, into buf: inout [UInt8]) {
+        FfiConverterFloat.write(value.startSeconds, into: &buf)
+        FfiConverterFloat.write(value.endSeconds, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWordTime_lift(_ buf: RustBuffer) throws -> WordTime {
+    return try FfiConverterTypeWordTime.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWordTime_lower(_ value: WordTime) -> RustBuffer {
+    return FfiConverterTypeWordTime.lower(value)
 }
 
 
@@ -2700,6 +3178,30 @@ fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypePunctuationAudio: FfiConverterRustBuffer {
+    typealias SwiftType = PunctuationAudio?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePunctuationAudio.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePunctuationAudio.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeKvCacheType: FfiConverterRustBuffer {
     typealias SwiftType = KvCacheType?
 
@@ -2724,6 +3226,31 @@ fileprivate struct FfiConverterOptionTypeKvCacheType: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceInt16: FfiConverterRustBuffer {
+    typealias SwiftType = [Int16]
+
+    public static func write(_ value: [Int16], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt16.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int16] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int16]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt16.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
     typealias SwiftType = [UInt32]
 
@@ -2741,6 +3268,31 @@ fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterUInt32.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceFloat: FfiConverterRustBuffer {
+    typealias SwiftType = [Float]
+
+    public static func write(_ value: [Float], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterFloat.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Float] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Float]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterFloat.read(from: &buf))
         }
         return seq
     }
@@ -2796,6 +3348,69 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePunctuatedWord: FfiConverterRustBuffer {
+    typealias SwiftType = [PunctuatedWord]
+
+    public static func write(_ value: [PunctuatedWord], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePunctuatedWord.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PunctuatedWord] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PunctuatedWord]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePunctuatedWord.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeWordTime: FfiConverterRustBuffer {
+    typealias SwiftType = [WordTime]
+
+    public static func write(_ value: [WordTime], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeWordTime.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [WordTime] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [WordTime]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeWordTime.read(from: &buf))
+        }
+        return seq
+    }
+}
+/**
+ * 16-bit PCM to the float samples `PunctuationAudio` holds.
+ */
+public func punctuationAudioFromPcm16(pcm: [Int16], sampleRate: UInt32, timings: [WordTime]) -> PunctuationAudio  {
+    return try!  FfiConverterTypePunctuationAudio_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_pocketlm_fn_func_punctuation_audio_from_pcm16(
+        FfiConverterSequenceInt16.lower(pcm),
+        FfiConverterUInt32.lower(sampleRate),
+        FfiConverterSequenceTypeWordTime.lower(timings),uniffiCallStatus
+    )
+})
+}
+
 private enum InitializationResult {
     case ok
     case contractVersionMismatch
@@ -2810,6 +3425,9 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_pocketlm_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_pocketlm_checksum_func_punctuation_audio_from_pcm16() != 32929) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_method_chat_cancel() != 405) {
         return InitializationResult.apiChecksumMismatch
@@ -2847,6 +3465,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_pocketlm_checksum_method_model_tokenize() != 4943) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_pocketlm_checksum_method_punctuator_labels() != 41314) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_punctuator_punctuate() != 38111) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_method_punctuator_punctuate_text() != 36291) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_pocketlm_checksum_method_canceltoken_cancel() != 11191) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2878,6 +3505,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_constructor_model_load() != 8673) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_constructor_punctuator_builtin() != 8225) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_pocketlm_checksum_constructor_punctuator_load() != 9973) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_pocketlm_checksum_constructor_canceltoken_new() != 3210) {

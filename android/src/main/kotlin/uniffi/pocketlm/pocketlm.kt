@@ -703,6 +703,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_pocketlm_checksum_func_punctuation_audio_from_pcm16(
+    ): Int
     external fun uniffi_pocketlm_checksum_method_chat_cancel(
     ): Int
     external fun uniffi_pocketlm_checksum_method_chat_context_size(
@@ -727,6 +729,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_pocketlm_checksum_method_model_tokenize(
     ): Int
+    external fun uniffi_pocketlm_checksum_method_punctuator_labels(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_punctuator_punctuate(
+    ): Int
+    external fun uniffi_pocketlm_checksum_method_punctuator_punctuate_text(
+    ): Int
     external fun uniffi_pocketlm_checksum_method_canceltoken_cancel(
     ): Int
     external fun uniffi_pocketlm_checksum_method_canceltoken_is_cancelled(
@@ -748,6 +756,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_pocketlm_checksum_method_tokenstream_on_finish(
     ): Int
     external fun uniffi_pocketlm_checksum_constructor_model_load(
+    ): Int
+    external fun uniffi_pocketlm_checksum_constructor_punctuator_builtin(
+    ): Int
+    external fun uniffi_pocketlm_checksum_constructor_punctuator_load(
     ): Int
     external fun uniffi_pocketlm_checksum_constructor_canceltoken_new(
     ): Int
@@ -806,6 +818,20 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_pocketlm_fn_method_model_tokenize(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_clone_punctuator(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_free_punctuator(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_pocketlm_fn_constructor_punctuator_builtin(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_constructor_punctuator_load(`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_pocketlm_fn_method_punctuator_labels(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_method_punctuator_punctuate(`ptr`: Long,`words`: RustBuffer.ByValue,`audio`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_pocketlm_fn_method_punctuator_punctuate_text(`ptr`: Long,`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_pocketlm_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_pocketlm_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -842,6 +868,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_pocketlm_fn_method_tokenstream_on_finish(`ptr`: Long,`stats`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_pocketlm_fn_func_punctuation_audio_from_pcm16(`pcm`: RustBuffer.ByValue,`sampleRate`: Int,`timings`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun ffi_pocketlm_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_pocketlm_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -961,6 +989,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_pocketlm_checksum_func_punctuation_audio_from_pcm16() and 0xFFFF) != 32929) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_pocketlm_checksum_method_chat_cancel() and 0xFFFF) != 405) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -997,6 +1028,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_pocketlm_checksum_method_model_tokenize() and 0xFFFF) != 4943) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_pocketlm_checksum_method_punctuator_labels() and 0xFFFF) != 41314) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_punctuator_punctuate() and 0xFFFF) != 38111) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_method_punctuator_punctuate_text() and 0xFFFF) != 36291) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_pocketlm_checksum_method_canceltoken_cancel() and 0xFFFF) != 11191) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1028,6 +1068,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_constructor_model_load() and 0xFFFF) != 8673) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_constructor_punctuator_builtin() and 0xFFFF) != 8225) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_pocketlm_checksum_constructor_punctuator_load() and 0xFFFF) != 9973) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_pocketlm_checksum_constructor_canceltoken_new() and 0xFFFF) != 3210) {
@@ -1219,6 +1265,29 @@ private class JavaLangRefCleanable(
     val cleanable: java.lang.ref.Cleaner.Cleanable
 ) : UniffiCleaner.Cleanable {
     override fun clean() = cleanable.clean()
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterShort: FfiConverter<Short, Short> {
+    override fun lift(value: Short): Short {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Short {
+        return buf.getShort()
+    }
+
+    override fun lower(value: Short): Short {
+        return value
+    }
+
+    override fun allocationSize(value: Short) = 2UL
+
+    override fun write(value: Short, buf: ByteBuffer) {
+        buf.putShort(value)
+    }
 }
 
 /**
@@ -2533,6 +2602,349 @@ public object FfiConverterTypeModel: FfiConverter<Model, Long> {
 //
 
 
+public interface PunctuatorInterface {
+    
+    /**
+     * The labels the probabilities refer to, in order ("none" first).
+     */
+    fun `labels`(): List<kotlin.String>
+    
+    /**
+     * Punctuates `words` (one per ASR word; case is ignored). With `audio`, its pauses, pitch
+     * and timing are used; without, the text alone decides. Errors name the problem: no words,
+     * a word with whitespace, timings that do not match the words or lie outside the audio,
+     * NaN samples, an unsupported sample rate.
+     */
+    fun `punctuate`(`words`: List<kotlin.String>, `audio`: PunctuationAudio? = null): PunctuationResult
+    
+    /**
+     * Splits `text` on whitespace and punctuates it (text only).
+     */
+    fun `punctuateText`(`text`: kotlin.String): PunctuationResult
+    
+    companion object
+}
+
+open class Punctuator: Disposable, AutoCloseable, PunctuatorInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_pocketlm_fn_free_punctuator(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_pocketlm_fn_clone_punctuator(handle, status)
+        }
+    }
+
+    
+    /**
+     * The labels the probabilities refer to, in order ("none" first).
+     */override fun `labels`(): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_punctuator_labels(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Punctuates `words` (one per ASR word; case is ignored). With `audio`, its pauses, pitch
+     * and timing are used; without, the text alone decides. Errors name the problem: no words,
+     * a word with whitespace, timings that do not match the words or lie outside the audio,
+     * NaN samples, an unsupported sample rate.
+     */
+    @Throws(PocketLmException::class)override fun `punctuate`(`words`: List<kotlin.String>, `audio`: PunctuationAudio?): PunctuationResult {
+            return FfiConverterTypePunctuationResult.lift(
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_punctuator_punctuate(
+        it,
+        
+        FfiConverterSequenceString.lower(`words`),
+        FfiConverterOptionalTypePunctuationAudio.lower(`audio`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Splits `text` on whitespace and punctuates it (text only).
+     */
+    @Throws(PocketLmException::class)override fun `punctuateText`(`text`: kotlin.String): PunctuationResult {
+            return FfiConverterTypePunctuationResult.lift(
+    callWithHandle {
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_method_punctuator_punctuate_text(
+        it,
+        
+        FfiConverterString.lower(`text`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * The English model built into the library: nothing to bundle or download.
+     */
+    @Throws(PocketLmException::class) fun `builtin`(): Punctuator {
+            return FfiConverterTypePunctuator.lift(
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_constructor_punctuator_builtin(
+    
+        _status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * Opens a punctuation model file (GGUF, architecture "punct-qrnn").
+     */
+    @Throws(PocketLmException::class) fun `load`(`path`: kotlin.String): Punctuator {
+            return FfiConverterTypePunctuator.lift(
+    uniffiRustCallWithError(PocketLmException) { _status ->
+    UniffiLib.uniffi_pocketlm_fn_constructor_punctuator_load(
+    
+        
+        FfiConverterString.lower(`path`),_status)
+}
+    )
+    }
+    
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePunctuator: FfiConverter<Punctuator, Long> {
+    override fun lower(value: Punctuator): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Punctuator {
+        return Punctuator(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Punctuator {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Punctuator) = 8UL
+
+    override fun write(value: Punctuator, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
 public interface SessionInterface {
     
     /**
@@ -3553,6 +3965,159 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
 
 
 
+/**
+ * One word's prediction.
+ */
+data class PunctuatedWord (
+    var `word`: kotlin.String
+    , 
+    /**
+     * "none", "comma", "period" or "question".
+     */
+    var `label`: kotlin.String
+    , 
+    /**
+     * The probability of each of `Punctuator.labels()`, in that order.
+     */
+    var `probabilities`: List<kotlin.Float>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePunctuatedWord: FfiConverterRustBuffer<PunctuatedWord> {
+    override fun read(buf: ByteBuffer): PunctuatedWord {
+        return PunctuatedWord(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterSequenceFloat.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PunctuatedWord) = (
+            FfiConverterString.allocationSize(value.`word`) +
+            FfiConverterString.allocationSize(value.`label`) +
+            FfiConverterSequenceFloat.allocationSize(value.`probabilities`)
+    )
+
+    override fun write(value: PunctuatedWord, buf: ByteBuffer) {
+            FfiConverterString.write(value.`word`, buf)
+            FfiConverterString.write(value.`label`, buf)
+            FfiConverterSequenceFloat.write(value.`probabilities`, buf)
+    }
+}
+
+
+
+/**
+ * Mono audio of the utterance and one timing per word.
+ */
+data class PunctuationAudio (
+    /**
+     * Samples in [-1, 1] (use `punctuation_audio_from_pcm16` for 16-bit PCM).
+     */
+    var `samples`: List<kotlin.Float>
+    , 
+    /**
+     * 8000 to 48000 Hz (16000 and 22050 are typical).
+     */
+    var `sampleRate`: kotlin.UInt
+    , 
+    var `timings`: List<WordTime>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePunctuationAudio: FfiConverterRustBuffer<PunctuationAudio> {
+    override fun read(buf: ByteBuffer): PunctuationAudio {
+        return PunctuationAudio(
+            FfiConverterSequenceFloat.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterSequenceTypeWordTime.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PunctuationAudio) = (
+            FfiConverterSequenceFloat.allocationSize(value.`samples`) +
+            FfiConverterUInt.allocationSize(value.`sampleRate`) +
+            FfiConverterSequenceTypeWordTime.allocationSize(value.`timings`)
+    )
+
+    override fun write(value: PunctuationAudio, buf: ByteBuffer) {
+            FfiConverterSequenceFloat.write(value.`samples`, buf)
+            FfiConverterUInt.write(value.`sampleRate`, buf)
+            FfiConverterSequenceTypeWordTime.write(value.`timings`, buf)
+    }
+}
+
+
+
+data class PunctuationResult (
+    /**
+     * The words with punctuation and sentence capitals: "Hey, Anna. How are you?"
+     */
+    var `text`: kotlin.String
+    , 
+    var `words`: List<PunctuatedWord>
+    , 
+    /**
+     * Whether the audio was used (false: text only).
+     */
+    var `usedAudio`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePunctuationResult: FfiConverterRustBuffer<PunctuationResult> {
+    override fun read(buf: ByteBuffer): PunctuationResult {
+        return PunctuationResult(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypePunctuatedWord.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PunctuationResult) = (
+            FfiConverterString.allocationSize(value.`text`) +
+            FfiConverterSequenceTypePunctuatedWord.allocationSize(value.`words`) +
+            FfiConverterBoolean.allocationSize(value.`usedAudio`)
+    )
+
+    override fun write(value: PunctuationResult, buf: ByteBuffer) {
+            FfiConverterString.write(value.`text`, buf)
+            FfiConverterSequenceTypePunctuatedWord.write(value.`words`, buf)
+            FfiConverterBoolean.write(value.`usedAudio`, buf)
+    }
+}
+
+
+
 data class SessionOptions (
     /**
      * Tokens of context (prompt + answer), allocated up front.
@@ -3592,6 +4157,47 @@ public object FfiConverterTypeSessionOptions: FfiConverterRustBuffer<SessionOpti
     override fun write(value: SessionOptions, buf: ByteBuffer) {
             FfiConverterUInt.write(value.`contextSize`, buf)
             FfiConverterOptionalTypeKvCacheType.write(value.`kvCacheType`, buf)
+    }
+}
+
+
+
+/**
+ * When a word was spoken, in seconds from the start of the audio.
+ */
+data class WordTime (
+    var `startSeconds`: kotlin.Float
+    , 
+    var `endSeconds`: kotlin.Float
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWordTime: FfiConverterRustBuffer<WordTime> {
+    override fun read(buf: ByteBuffer): WordTime {
+        return WordTime(
+            FfiConverterFloat.read(buf),
+            FfiConverterFloat.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WordTime) = (
+            FfiConverterFloat.allocationSize(value.`startSeconds`) +
+            FfiConverterFloat.allocationSize(value.`endSeconds`)
+    )
+
+    override fun write(value: WordTime, buf: ByteBuffer) {
+            FfiConverterFloat.write(value.`startSeconds`, buf)
+            FfiConverterFloat.write(value.`endSeconds`, buf)
     }
 }
 
@@ -3945,6 +4551,38 @@ public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<Cancel
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypePunctuationAudio: FfiConverterRustBuffer<PunctuationAudio?> {
+    override fun read(buf: ByteBuffer): PunctuationAudio? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePunctuationAudio.read(buf)
+    }
+
+    override fun allocationSize(value: PunctuationAudio?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePunctuationAudio.allocationSize(value)
+        }
+    }
+
+    override fun write(value: PunctuationAudio?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePunctuationAudio.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeKvCacheType: FfiConverterRustBuffer<KvCacheType?> {
     override fun read(buf: ByteBuffer): KvCacheType? {
         if (buf.get().toInt() == 0) {
@@ -3977,6 +4615,34 @@ public object FfiConverterOptionalTypeKvCacheType: FfiConverterRustBuffer<KvCach
 /**
  * @suppress
  */
+public object FfiConverterSequenceShort: FfiConverterRustBuffer<List<kotlin.Short>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Short> {
+        val len = buf.getInt()
+        return List<kotlin.Short>(len) {
+            FfiConverterShort.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.Short>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterShort.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.Short>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterShort.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>> {
     override fun read(buf: ByteBuffer): List<kotlin.UInt> {
         val len = buf.getInt()
@@ -3995,6 +4661,34 @@ public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterUInt.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceFloat: FfiConverterRustBuffer<List<kotlin.Float>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Float> {
+        val len = buf.getInt()
+        return List<kotlin.Float>(len) {
+            FfiConverterFloat.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.Float>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterFloat.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.Float>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterFloat.write(it, buf)
         }
     }
 }
@@ -4054,4 +4748,76 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
         }
     }
 }
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePunctuatedWord: FfiConverterRustBuffer<List<PunctuatedWord>> {
+    override fun read(buf: ByteBuffer): List<PunctuatedWord> {
+        val len = buf.getInt()
+        return List<PunctuatedWord>(len) {
+            FfiConverterTypePunctuatedWord.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PunctuatedWord>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePunctuatedWord.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PunctuatedWord>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePunctuatedWord.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeWordTime: FfiConverterRustBuffer<List<WordTime>> {
+    override fun read(buf: ByteBuffer): List<WordTime> {
+        val len = buf.getInt()
+        return List<WordTime>(len) {
+            FfiConverterTypeWordTime.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<WordTime>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeWordTime.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<WordTime>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeWordTime.write(it, buf)
+        }
+    }
+}
+        /**
+         * 16-bit PCM to the float samples `PunctuationAudio` holds.
+         */ fun `punctuationAudioFromPcm16`(`pcm`: List<kotlin.Short>, `sampleRate`: kotlin.UInt, `timings`: List<WordTime>): PunctuationAudio {
+            return FfiConverterTypePunctuationAudio.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_pocketlm_fn_func_punctuation_audio_from_pcm16(
+    
+        
+        FfiConverterSequenceShort.lower(`pcm`),
+        FfiConverterUInt.lower(`sampleRate`),
+        FfiConverterSequenceTypeWordTime.lower(`timings`),_status)
+}
+    )
+    }
+    
+
 
