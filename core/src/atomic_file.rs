@@ -78,6 +78,15 @@ impl AtomicFile {
     pub fn commit(self) -> Result<()> {
         let AtomicFile { path, w, registered } = self;
         let tmp = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        // The temporary file is created 0600; a model or session file is not a secret, and
+        // another user (a server account) must be able to read it: keep the mode of the file
+        // it replaces, else rw-r--r-- as a plain create under the usual umask gives.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&path, e))?;
+        }
         tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
         tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
         // Only now: a signal before the rename must still find the file to remove.
@@ -126,5 +135,20 @@ mod tests {
         assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
         let e = write_atomic(dir.path(), |_| Ok(())).unwrap_err().to_string();
         assert!(e.contains("is a directory"), "{e}");
+    }
+
+    /// A new file is readable by others (rw-r--r--), not the temporary file's 0600; a replaced
+    /// file keeps its mode.
+    #[cfg(unix)]
+    #[test]
+    fn new_files_are_0644_and_replaced_files_keep_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.gguf");
+        write_atomic(&p, |w| w.write_all(b"a").map_err(|e| Error::io("x", e))).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, |w| w.write_all(b"b").map_err(|e| Error::io("x", e))).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -44,6 +44,9 @@ def sentences(path):
         lines = [l for l in para.split("\n") if l.strip() and not re.match(r"^\s*([=\-~*#`>|.]|\d+:\d+)", l)]
         para = " ".join(l.strip() for l in lines)
         para = para.replace("--", ", ").replace("\u2014", ", ")
+        # An abbreviation's period is spelling, not a sentence end (espeak reads "Mr" as
+        # "mister" either way; Persuasion writes "Mr", Pride and Prejudice "Mr.").
+        para = re.sub(r"\b(Mr|Mrs|Ms|Dr|St|Messrs)\.", r"\1", para)
         para = re.sub(r"[\"\u201c\u201d\u2018\u2019()\[\]_*`]", " ", para)
         para = para.replace("'", "'")
         for s in re.findall(r"[^.?!]+[.?!]+", para):
