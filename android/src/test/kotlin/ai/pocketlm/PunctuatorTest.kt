@@ -28,7 +28,7 @@ class PunctuatorTest {
     }
 
     @Test
-    fun `text only - capitals, marks and a probability per label`() = runBlocking {
+    fun `text only - capitals, marks and a probability per label`(): Unit = runBlocking {
         PocketLmPunctuator.builtin().use { p ->
             assertEquals(listOf("none", "comma", "period", "question"), p.labels)
             val r = p.punctuate("i think so")
@@ -45,7 +45,7 @@ class PunctuatorTest {
     }
 
     @Test
-    fun `with audio from 16-bit PCM`() = runBlocking {
+    fun `with audio from 16-bit PCM`(): Unit = runBlocking {
         val timings = listOf(WordTime(0.1f, 0.5f), WordTime(0.9f, 1.3f))
         val audio = PocketLmPunctuator.audio(speechLike(16000, timings), 16000, timings)
         PocketLmPunctuator.builtin().use { p ->
@@ -56,7 +56,7 @@ class PunctuatorTest {
     }
 
     @Test
-    fun `bad input is a typed error that names the problem`() = runBlocking {
+    fun `bad input is a typed error that names the problem`(): Unit = runBlocking {
         PocketLmPunctuator.builtin().use { p ->
             val e1 = assertFailsWith<PocketLmException.InvalidArgument> { p.punctuate(emptyList()) }
             assertTrue("empty" in e1.message!!, e1.message)
