@@ -7,7 +7,7 @@
 
 use crate::common::tensor_bar;
 use pocketlm_core::gguf::GgmlType;
-use pocketlm_core::punct::eval::{perturb_pauses, read_examples, score};
+use pocketlm_core::punct::eval::{perturb_pauses, read_examples, read_jsonl, score};
 use pocketlm_core::punct::{features, Audio, Punctuator, WordTiming};
 use pocketlm_core::{Error, Result};
 use rayon::prelude::*;
@@ -163,15 +163,7 @@ fn features_cmd(dir: &Path) -> Result<()> {
     for shard in &shards {
         let pcm_path = shard.with_extension("pcm");
         let pcm = std::fs::read(&pcm_path).map_err(|e| Error::Io { path: pcm_path.clone(), source: e })?;
-        let text = std::fs::read_to_string(shard).map_err(|e| Error::Io { path: shard.clone(), source: e })?;
-        let utts: Vec<Utterance> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| Error::InvalidArgument(format!("{} line {}: {e}", shard.display(), i + 1)))
-            })
-            .collect::<Result<_>>()?;
+        let utts: Vec<Utterance> = read_jsonl(shard)?;
         let bar = tensor_bar();
         bar.set_length(utts.len() as u64);
         bar.set_message(shard.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());

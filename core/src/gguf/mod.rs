@@ -60,8 +60,7 @@ impl GgufFile {
 
     /// The bytes of a tensor (ranges were validated when the header was parsed).
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
-        let start = (self.header.data_offset + t.offset) as usize;
-        &self.map[start..start + t.n_bytes as usize]
+        &self.map[self.header.tensor_range(t)]
     }
 
     pub fn err(&self, source: GgufError) -> Error {

@@ -238,6 +238,12 @@ impl GgufHeader {
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }
+
+    /// Where a tensor's bytes are in the file (validated against the file size by `parse`).
+    pub fn tensor_range(&self, t: &TensorInfo) -> std::ops::Range<usize> {
+        let start = (self.data_offset + t.offset) as usize;
+        start..start + t.n_bytes as usize
+    }
 }
 
 fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {

@@ -142,8 +142,7 @@ impl<'a> Loader<'a> {
     }
 
     fn range(&self, t: &TensorInfo) -> Range<usize> {
-        let start = (self.file.header.data_offset + t.offset) as usize;
-        start..start + t.n_bytes as usize
+        self.file.header.tensor_range(t)
     }
 
     fn matrix(&mut self, name: &str) -> Result<Matrix, GgufError> {

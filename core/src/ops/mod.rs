@@ -7,7 +7,15 @@ pub mod norm;
 
 /// The first NaN or infinity in `xs` (index and value): weights, caches and logits must be
 /// finite, and one that is not spreads to every later result.
+/// A branch-free pass over the exponent bits first, which the compiler vectorizes (a plain
+/// scan cost as much as the punctuator's whole pitch tracker over 10 s of audio), then the
+/// position only when there is one.
 pub fn first_non_finite(xs: &[f32]) -> Option<(usize, f32)> {
+    const EXP: u32 = 0x7f80_0000;
+    let any = xs.chunks(64).map(|c| c.iter().fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXP == EXP)));
+    if any.fold(0, |a, b| a | b) == 0 {
+        return None;
+    }
     xs.iter().copied().enumerate().find(|(_, x)| !x.is_finite())
 }
 

@@ -113,26 +113,33 @@ pub fn perturb_pauses(data: &mut [Example], seed: u64) {
     }
 }
 
-/// Reads a `features.jsonl` (one [`Example`] per line).
-pub fn read_examples(path: &std::path::Path) -> Result<Vec<Example>> {
+/// Reads a JSON-lines file (one `T` per non-empty line); errors name the file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let ex: Example = serde_json::from_str(l)
-                .map_err(|e| crate::Error::InvalidArgument(format!("{} line {}: {e}", path.display(), i + 1)))?;
-            if ex.words.len() != ex.labels.len() || ex.words.len() != ex.feats.len() {
-                return Err(crate::Error::InvalidArgument(format!(
-                    "{} line {}: {} words, {} labels, {} feature rows",
-                    path.display(),
-                    i + 1,
-                    ex.words.len(),
-                    ex.labels.len(),
-                    ex.feats.len()
-                )));
-            }
-            Ok(ex)
+            serde_json::from_str(l)
+                .map_err(|e| crate::Error::InvalidArgument(format!("{} line {}: {e}", path.display(), i + 1)))
         })
         .collect()
+}
+
+/// Reads a `features.jsonl` (one [`Example`] per line).
+pub fn read_examples(path: &std::path::Path) -> Result<Vec<Example>> {
+    let examples: Vec<Example> = read_jsonl(path)?;
+    for (i, ex) in examples.iter().enumerate() {
+        if ex.words.len() != ex.labels.len() || ex.words.len() != ex.feats.len() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{} example {}: {} words, {} labels, {} feature rows",
+                path.display(),
+                i + 1,
+                ex.words.len(),
+                ex.labels.len(),
+                ex.feats.len()
+            )));
+        }
+    }
+    Ok(examples)
 }

@@ -63,9 +63,8 @@ pub fn validate(audio: &Audio, timings: &[WordTiming], n_words: usize) -> Result
     if audio.samples.is_empty() {
         return bad("audio is empty".into());
     }
-    if any_non_finite(audio.samples) {
-        let i = audio.samples.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return bad(format!("audio sample {i} is {} (NaN or infinite)", audio.samples[i]));
+    if let Some((i, v)) = crate::ops::first_non_finite(audio.samples) {
+        return bad(format!("audio sample {i} is {v} (NaN or infinite)"));
     }
     if timings.len() != n_words {
         return bad(format!("{} words but {} word timings: give one (start, end) per word", n_words, timings.len()));
@@ -188,14 +187,22 @@ impl PitchTracker {
         let b = (a + self.win + self.lag_max).min(sig.len());
         let x = &sig[a.min(b)..b];
         let w = self.win.min(x.len());
-        let e0: f32 = x[..w].iter().map(|v| v * v).sum();
+        // Running sum of squares: the frame's energy and every lagged window's, from one pass.
+        let mut sq = Vec::with_capacity(x.len() + 1);
+        sq.push(0f32);
+        for v in x {
+            sq.push(sq[sq.len() - 1] + v * v);
+        }
+        let e0 = sq[w];
         let db = 10.0 * (e0 / w.max(1) as f32 + 1e-10).log10();
-        Frame { t, st: self.f0(x, w, e0).map(|f| 12.0 * (f / 100.0).log2()), db }
+        Frame { t, st: self.f0(x, w, &sq).map(|f| 12.0 * (f / 100.0).log2()), db }
     }
 
     /// F0 in Hz of `x[..w]`, if voiced: the lag with the highest normalized autocorrelation,
     /// refined by a parabola through its neighbours.
-    pub(crate) fn f0(&self, x: &[f32], w: usize, e0: f32) -> Option<f32> {
+    /// `sq` is the running sum of squares of `x` (`sq[i]` = Σ x[..i]²).
+    pub(crate) fn f0(&self, x: &[f32], w: usize, sq: &[f32]) -> Option<f32> {
+        let e0 = sq[w];
         if w < self.win / 2 || e0 <= 1e-8 {
             return None;
         }
@@ -204,14 +211,8 @@ impl PitchTracker {
             return None;
         }
         let head = &x[..w];
-        // Energy of every lagged window from one running sum of squares, and the products with
-        // the engine's SIMD dot kernel: the tracker then costs a fraction of a millisecond for
-        // 10 s of audio.
-        let mut sq = Vec::with_capacity(x.len() + 1);
-        sq.push(0f32);
-        for v in x {
-            sq.push(sq[sq.len() - 1] + v * v);
-        }
+        // Lagged windows' energies from the running sum, products with the engine's SIMD dot
+        // kernel: the tracker then costs a fraction of a millisecond for 10 s of audio.
         let dot = crate::kernels::best().dot_f32;
         let r = |lag: usize| -> f32 {
             let xy = dot(head, &x[lag..lag + w]);
@@ -238,14 +239,6 @@ impl PitchTracker {
         let lag = (self.lag_min + k) as f32 + shift;
         Some(self.sr / lag)
     }
-}
-
-/// Whether any sample is NaN or infinite (all exponent bits set), in integer lanes the
-/// compiler vectorizes: a plain `position` scan cost as much as the whole pitch tracker.
-fn any_non_finite(x: &[f32]) -> bool {
-    const EXP: u32 = 0x7f80_0000;
-    let lanes = x.chunks(64).map(|c| c.iter().fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXP == EXP)));
-    lanes.fold(0, |a, b| a | b) != 0
 }
 
 fn mean(it: impl Iterator<Item = f32>) -> Option<f32> {

@@ -191,7 +191,7 @@ fn check_words(words: &[String]) -> Result<()> {
             words.len()
         )));
     }
-    if let Some(i) = words.iter().position(|w| w.trim().is_empty() || w.chars().any(char::is_whitespace)) {
+    if let Some(i) = words.iter().position(|w| w.is_empty() || w.chars().any(char::is_whitespace)) {
         return Err(Error::InvalidArgument(format!("word {i} ({:?}) is empty or contains whitespace", words[i])));
     }
     Ok(())

@@ -34,6 +34,10 @@ enum Weights {
 
 impl Linear {
     /// `y[t][r] = x[t] · W[r] + b[r]` for `n` rows of `x`. `xq` and `yt` are scratch.
+    ///
+    /// The same kernels as `ops::matmul`, called on one thread: these matrices are 64-192 rows,
+    /// where splitting them over rayon's workers costs more than it saves, and an utterance
+    /// must take well under a millisecond on one core.
     fn forward(&self, k: &Kernels, x: &[f32], n: usize, y: &mut [f32], xq: &mut Vec<BlockQ8A>, yt: &mut Vec<f32>) {
         let (rows, cols) = (self.rows, self.cols);
         debug_assert!(x.len() >= n * cols && y.len() >= n * rows);
@@ -336,10 +340,8 @@ impl Source<'_> {
         Error::Gguf { path: self.path.to_path_buf(), source }
     }
 
-    /// A tensor's bytes (ranges were validated when the header was parsed).
     fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
-        let start = (self.header.data_offset + t.offset) as usize;
-        &self.bytes[start..start + t.n_bytes as usize]
+        &self.bytes[self.header.tensor_range(t)]
     }
 }
 
@@ -388,8 +390,8 @@ fn f32s(f: &Source, t: &TensorInfo) -> Result<Vec<f32>> {
         return Err(f.err(GgufError::UnsupportedTensorType { tensor: t.name.clone(), ty: t.ty.name().into() }));
     }
     let v: Vec<f32> = f.tensor_bytes(t).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(f.err(GgufError::NonFiniteTensor { tensor: t.name.clone(), index: i, value: v[i] }));
+    if let Some((index, value)) = crate::ops::first_non_finite(&v) {
+        return Err(f.err(GgufError::NonFiniteTensor { tensor: t.name.clone(), index, value }));
     }
     Ok(v)
 }

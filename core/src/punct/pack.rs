@@ -71,9 +71,9 @@ pub fn pack(dir: &Path, out: &Path, ty: GgmlType) -> Result<usize> {
             .into());
         }
         let v = ck.read_f32(name)?;
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(crate::error::GgufError::NonFiniteTensor { tensor: name.clone(), index: i, value: v[i] })
-                .map_err(|e| Error::Gguf { path: dir.join("model.safetensors"), source: e });
+        if let Some((index, value)) = crate::ops::first_non_finite(&v) {
+            let source = crate::error::GgufError::NonFiniteTensor { tensor: name.clone(), index, value };
+            return Err(Error::Gguf { path: dir.join("model.safetensors"), source });
         }
         let t = if dims.len() == 2 && (dims[0] as usize).is_multiple_of(QK) { ty } else { GgmlType::F32 };
         let mut bytes = Vec::new();
