@@ -71,6 +71,11 @@ pub struct GenerateOptions {
     /// A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
     #[uniffi(default = None)]
     pub grammar: Option<String>,
+    /// Speculative decoding by prompt lookup: up to this many tokens guessed from earlier text
+    /// and verified in one pass (at most 16; 0 = off). The output is the same either way;
+    /// answers that repeat their input (rewrites, summaries, code edits) come faster.
+    #[uniffi(default = 8)]
+    pub draft_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -90,6 +95,10 @@ pub struct GenerationStats {
     pub generated_tokens: u32,
     pub prompt_tokens_per_second: f64,
     pub generation_tokens_per_second: f64,
+    /// Tokens guessed by prompt lookup, and how many of them were right (see
+    /// `GenerateOptions::draft_tokens`).
+    pub drafted_tokens: u32,
+    pub accepted_draft_tokens: u32,
     pub stop_reason: StopReason,
 }
 
@@ -172,6 +181,8 @@ pub(crate) fn finish(
             generated_tokens: 0,
             prompt_tokens_per_second: 0.0,
             generation_tokens_per_second: 0.0,
+            drafted_tokens: 0,
+            accepted_draft_tokens: 0,
             stop_reason: StopReason::Error,
         },
     };
@@ -310,6 +321,7 @@ pub(crate) fn core_options(o: &GenerateOptions) -> Result<core::GenerateOptions,
         stop_at_eos: o.stop_at_end_of_text,
         cancel: CancelHandle::new(),
         constraint,
+        draft: o.draft_tokens as usize,
     })
 }
 
@@ -319,6 +331,8 @@ pub(crate) fn convert_stats(s: &core::GenerationStats) -> GenerationStats {
         generated_tokens: s.generated_tokens as u32,
         prompt_tokens_per_second: s.prompt_tokens_per_s(),
         generation_tokens_per_second: s.generation_tokens_per_s(),
+        drafted_tokens: s.drafted_tokens as u32,
+        accepted_draft_tokens: s.accepted_tokens as u32,
         stop_reason: match s.stop_reason {
             core::StopReason::MaxTokens => StopReason::MaxTokens,
             core::StopReason::EndOfText => StopReason::EndOfText,

@@ -13,8 +13,8 @@ use std::time::Instant;
 #[derive(clap::Args)]
 pub struct Args {
     /// GGUF model file
-    #[arg(short, long)]
-    model: PathBuf,
+    #[arg(short, long, required_unless_present = "bandwidth_only")]
+    model: Option<PathBuf>,
     /// Prompt lengths to test (comma-separated)
     #[arg(short = 'p', long = "n-prompt", default_value = "128,512", value_delimiter = ',')]
     n_prompt: Vec<usize>,
@@ -39,6 +39,10 @@ pub struct Args {
     /// One JSON object per test line instead of the table
     #[arg(long)]
     json: bool,
+    /// Only measure the memory read bandwidth with the first -t thread count (what
+    /// scripts/bench-vs-llamacpp.sh runs beside llama-bench to give it a ceiling too)
+    #[arg(long)]
+    bandwidth_only: bool,
 }
 
 struct Line {
@@ -106,8 +110,20 @@ fn decode_tps(model: &Model, cache: &mut KvCache, depth: usize, n: usize) -> Res
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let Some(path) = a.model.as_ref().filter(|_| !a.bandwidth_only) else {
+        let t = a.threads.first().copied().unwrap_or(0);
+        let pool = threads::pool(t)?;
+        let bandwidth = pool.install(measure_read_bandwidth);
+        let nt = pool.current_num_threads();
+        if a.json {
+            println!("{}", serde_json::json!({"threads": nt, "bandwidth_gbs": round2(bandwidth / 1e9)}));
+        } else {
+            println!("memory read bandwidth: {:.1} GB/s ({nt} threads)", bandwidth / 1e9);
+        }
+        return Ok(());
+    };
     let t_open = Instant::now();
-    let model = Model::load(&a.model)?;
+    let model = Model::load(path)?;
     let open_ms = t_open.elapsed().as_secs_f64() * 1e3;
     let hp = &model.hparams;
     let kv = KvType::parse(&a.cache_type)?;
@@ -180,6 +196,7 @@ pub fn run(a: Args) -> Result<()> {
                 "samples_ts": l.samples.iter().map(|&s| round2(s)).collect::<Vec<_>>(),
                 "peak_rss_bytes": mem.peak_rss, "rss_anon_bytes": mem.rss_anon, "rss_file_bytes": mem.rss_file,
                 "model_open_ms": round2(open_ms), "bandwidth_gbs": round2(bandwidth / 1e9),
+                "kernels": pocketlm_core::kernels::best().isa,
             });
             if l.test.starts_with("tg") {
                 let bytes = weight_bytes + l.depth as u64 * kv_bytes_per_tok;
@@ -207,7 +224,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     println!();
-    println!("model open: {open_ms:.1} ms (memory-mapped, no copy)");
+    println!("model open: {open_ms:.1} ms (memory-mapped, no copy); kernels: {}", pocketlm_core::kernels::best().isa);
     println!(
         "peak RSS: {:.0} MiB (now: {:.0} MiB anonymous + {:.0} MiB file-backed), context {} tokens, {} KV cache ({:.0} KiB/token)",
         mib(mem.peak_rss),

@@ -24,6 +24,8 @@ pub struct Args {
     n_predict: usize,
     #[command(flatten)]
     sampling: crate::sampling_args::SamplingArgs,
+    #[command(flatten)]
+    draft: crate::sampling_args::DraftArgs,
     /// Context size in tokens (the whole conversation)
     #[arg(short = 'c', long, default_value_t = 4096)]
     ctx_size: usize,
@@ -46,7 +48,12 @@ fn chat(a: Args) -> pocketlm_core::Result<()> {
     let system: Vec<Message> = a.system.iter().map(|s| Message::new(Role::System, s.clone())).collect();
     chat.set_messages(system.clone());
     let running = on_ctrl_c();
-    let opts = GenerateOptions { max_tokens: a.n_predict, sampling: a.sampling.params(), ..Default::default() };
+    let opts = GenerateOptions {
+        max_tokens: a.n_predict,
+        sampling: a.sampling.params(),
+        draft: a.draft.tokens(),
+        ..Default::default()
+    };
     opts.sampling.validate().map_err(Error::InvalidArgument)?;
     eprintln!(
         "chat with {} ({} tokens of context). Ctrl-C stops an answer; /reset, /save FILE, /load FILE, /quit.",

@@ -22,6 +22,8 @@ pub struct Args {
     sampling: crate::sampling_args::SamplingArgs,
     #[command(flatten)]
     constraint: crate::constraint_args::ConstraintArgs,
+    #[command(flatten)]
+    draft: crate::sampling_args::DraftArgs,
     /// Context size in tokens
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
@@ -113,6 +115,7 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         stop: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
         constraint,
+        draft: a.draft.tokens(),
         ..Default::default()
     };
     let stdout = std::io::stdout();
@@ -145,6 +148,14 @@ fn generate(mut a: Args) -> pocketlm_core::Result<()> {
         stats.generation_tokens_per_s(),
         stats.stop_reason
     );
+    if stats.drafted_tokens > 0 {
+        eprintln!(
+            "draft: {} of {} drafted tokens accepted ({:.0}%)",
+            stats.accepted_tokens,
+            stats.drafted_tokens,
+            100.0 * stats.accepted_tokens as f64 / stats.drafted_tokens as f64
+        );
+    }
     if stats.constraint_time > std::time::Duration::ZERO {
         eprintln!(
             "constraint: {:.3} ms per token (mask, grammar, closing search)",

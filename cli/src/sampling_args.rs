@@ -42,3 +42,26 @@ impl SamplingArgs {
         }
     }
 }
+
+/// Speculative decoding by prompt lookup (`run`, `chat` and `serve`).
+#[derive(clap::Args)]
+pub struct DraftArgs {
+    /// Draft up to N tokens per step from earlier text (prompt lookup) and verify them in one
+    /// pass; the output is the same as without
+    #[arg(long, default_value_t = pocketlm_core::session::DEFAULT_DRAFT as u64,
+          value_parser = clap::value_parser!(u64).range(0..=pocketlm_core::session::MAX_DRAFT as u64))]
+    pub draft: u64,
+    /// Turn speculative decoding off (same as --draft 0)
+    #[arg(long, conflicts_with = "draft")]
+    pub no_draft: bool,
+}
+
+impl DraftArgs {
+    pub fn tokens(&self) -> usize {
+        if self.no_draft {
+            0
+        } else {
+            self.draft as usize
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod chat;
 pub mod constraint;
 pub mod convert;
+pub mod draft;
 pub mod error;
 pub mod gguf;
 pub mod kernels;

@@ -2,6 +2,7 @@
 //! (prefill, decode, sampling, stop strings, streaming, cancellation).
 
 use crate::constraint::{Constraint, Guide};
+use crate::draft::Step;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvType};
 use crate::model::{AlibiScaling, Logits, Model};
@@ -103,7 +104,17 @@ pub struct GenerateOptions {
     /// ends, so `stop` strings do not apply, and a `max_tokens` cut still closes the answer
     /// (see [`crate::constraint`]).
     pub constraint: Option<Constraint>,
+    /// Speculative decoding by prompt lookup: up to this many draft tokens (capped at
+    /// [`MAX_DRAFT`]) verified per forward pass; 0 turns it off. The output is the one plain
+    /// decoding gives (see [`Session::generate_ids`]). Not used with a `constraint`.
+    pub draft: usize,
 }
+
+/// The default draft length: long enough for a copied span to pay off, short enough that a
+/// rejected draft costs little (see the README's speculative decoding figures).
+pub const DEFAULT_DRAFT: usize = 8;
+/// The longest draft verified in one pass.
+pub const MAX_DRAFT: usize = 16;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
@@ -114,6 +125,7 @@ impl Default for GenerateOptions {
             stop_at_eos: true,
             cancel: CancelHandle::default(),
             constraint: None,
+            draft: DEFAULT_DRAFT,
         }
     }
 }
@@ -136,6 +148,10 @@ pub struct GenerationStats {
     /// Of `generation_time`, what the constraint took (mask, grammar steps, closing search).
     pub constraint_time: Duration,
     pub stop_reason: StopReason,
+    /// Draft tokens proposed by prompt lookup, and how many of them were accepted (each
+    /// accepted one is a generated token that cost no forward pass of its own).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl GenerationStats {
@@ -186,7 +202,7 @@ impl Session {
         MemoryEstimate {
             weights: model.weight_bytes(),
             kv_cache: KvCache::bytes_needed(hp, opts.n_ctx, opts.kv_type),
-            scratch: activations + 3 * 4 * v + (hp.n_head as u64) * 4 * (b * e + 1024),
+            scratch: activations + (4 + MAX_DRAFT as u64) * 4 * v + (hp.n_head as u64) * 4 * (b * e + 1024),
         }
     }
 
@@ -445,6 +461,8 @@ impl Session {
             generation_time: Duration::ZERO,
             constraint_time: Duration::ZERO,
             stop_reason: StopReason::MaxTokens,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
         };
         let t0 = Instant::now();
         let cancel = &opts.cancel;
@@ -460,17 +478,21 @@ impl Session {
         };
         let mut sampler = Sampler::new(opts.sampling.clone());
         let eos = self.model.tokenizer.eos_id();
+        let max_draft = if guide.is_some() { 0 } else { opts.draft.min(MAX_DRAFT) };
         let t1 = Instant::now();
         let mut logits = self.last_logits.clone().unwrap_or_default();
+        // A token sampled while verifying a draft (where the draft went wrong): the next one to
+        // emit, already drawn from the right logits.
+        let mut pending: Option<u32> = None;
         while stats.generated_tokens < opts.max_tokens {
             if cancel.is_cancelled() {
                 stats.stop_reason = StopReason::Cancelled;
                 break;
             }
-            check_finite(&logits, self.tokens.len())?;
             let remaining = opts.max_tokens - stats.generated_tokens;
-            let mut id = None;
-            if let Some(g) = guide.as_mut() {
+            let mut id = pending.take();
+            if let (None, Some(g)) = (id, guide.as_mut()) {
+                check_finite(&logits, self.tokens.len())?;
                 let tc = Instant::now();
                 if g.is_complete() {
                     stats.stop_reason = StopReason::EndOfText;
@@ -499,7 +521,10 @@ impl Session {
             }
             let id = match id {
                 Some(id) => id,
-                None => sampler.sample(&mut logits, &self.tokens),
+                None => {
+                    check_finite(&logits, self.tokens.len())?;
+                    sampler.sample(&mut logits, &self.tokens)
+                }
             };
             if opts.stop_at_eos && Some(id) == eos {
                 stats.stop_reason = StopReason::EndOfText;
@@ -515,15 +540,117 @@ impl Session {
                 stats.stop_reason = StopReason::ContextFull;
                 break;
             }
-            // Fed back even after the last token, so the conversation can be continued.
-            if !self.prefill_cancellable(&[id], cancel)? {
-                stats.stop_reason = StopReason::Cancelled;
-                break;
+            let draft = self.draft_after(id, max_draft.min(remaining - 1));
+            if draft.is_empty() {
+                // Fed back even after the last token, so the conversation can be continued.
+                if !self.prefill_cancellable(&[id], cancel)? {
+                    stats.stop_reason = StopReason::Cancelled;
+                    break;
+                }
+                logits.copy_from_slice(self.last_logits.as_deref().unwrap_or_default());
+                continue;
             }
-            logits.copy_from_slice(self.last_logits.as_deref().unwrap_or_default());
+            let verified =
+                self.verify_draft(id, &draft, &mut sampler, opts, &mut stats, cancel, eos, on_token, &mut pending)?;
+            match verified {
+                Some(row) => logits = row,
+                None => break, // stats.stop_reason says why
+            }
         }
         stats.generation_time = t1.elapsed();
         Ok(stats)
+    }
+
+    /// Prompt-lookup draft tokens to follow `id` (see [`crate::draft`]), at most `max`, and
+    /// none where verifying them in one batch could differ from feeding them one by one: past
+    /// the context, or where dynamic ALiBi interpolation would give the batch another scale.
+    fn draft_after(&self, id: u32, max: usize) -> Vec<u32> {
+        let start = self.cache.len();
+        let room = self.cache.n_ctx().saturating_sub(start + 1);
+        let k = max.min(room);
+        if k == 0 || self.scaling.scale(start + 1) != self.scaling.scale(start + 1 + k) {
+            return Vec::new();
+        }
+        crate::draft::prompt_lookup(&self.tokens, id, k)
+    }
+
+    /// Feeds `id` and its draft in one forward pass, then walks the draft: at each position
+    /// the sampler draws the next token from the verified logits, exactly as plain decoding
+    /// would (same logits up to float rounding, same random draws, one per emitted token); a
+    /// drawn token equal to the draft's is accepted and emitted, the first that differs ends the
+    /// walk and becomes `pending`, to be emitted next. The cache then keeps what was accepted.
+    /// Because every emitted token is a draw from the model's own distribution, sampled output
+    /// has exactly the distribution of plain decoding. Returns the logits after the kept tokens,
+    /// or None when generation ends here (the reason in `stats`).
+    #[allow(clippy::too_many_arguments)]
+    fn verify_draft(
+        &mut self,
+        id: u32,
+        draft: &[u32],
+        sampler: &mut Sampler,
+        opts: &GenerateOptions,
+        stats: &mut GenerationStats,
+        cancel: &CancelHandle,
+        eos: Option<u32>,
+        on_token: &mut dyn FnMut(u32) -> bool,
+        pending: &mut Option<u32>,
+    ) -> Result<Option<Vec<f32>>> {
+        let mut batch = Vec::with_capacity(draft.len() + 1);
+        batch.push(id);
+        batch.extend_from_slice(draft);
+        let base = self.cache.len();
+        let n_keys = base + batch.len();
+        let rows = match self
+            .model
+            .forward_with(&mut self.cache, &batch, n_keys, self.scaling, Logits::All, &|| cancel.is_cancelled())?
+        {
+            Ok(rows) => rows,
+            Err(_) => {
+                stats.stop_reason = StopReason::Cancelled;
+                return Ok(None);
+            }
+        };
+        self.tokens.extend_from_slice(&batch);
+        stats.drafted_tokens += draft.len();
+        let v = self.model.hparams.n_vocab;
+        if let Some((i, value)) = crate::ops::first_non_finite(&rows[..draft.len() * v]) {
+            check_finite(&[value], base + 1 + i / v)?;
+        }
+        let mut stop = None;
+        let walk = crate::draft::walk(&rows, v, draft, sampler, &self.tokens, base + 1, &mut |t| {
+            if cancel.is_cancelled() {
+                stop = Some(StopReason::Cancelled);
+                return Step::Stop;
+            }
+            if opts.stop_at_eos && Some(t) == eos {
+                stop = Some(StopReason::EndOfText);
+                return Step::Stop;
+            }
+            stats.generated_tokens += 1;
+            if !on_token(t) {
+                stop = Some(StopReason::StopString);
+                return Step::Stop;
+            }
+            if stats.generated_tokens == opts.max_tokens {
+                Step::Last
+            } else {
+                Step::Next
+            }
+        });
+        let accepted = walk.accepted;
+        *pending = walk.pending;
+        stats.accepted_tokens += accepted;
+        let keep = base + 1 + accepted;
+        let next = rows[accepted * v..(accepted + 1) * v].to_vec();
+        self.tokens.truncate(keep);
+        self.cache.truncate(keep);
+        self.count.store(keep, Ordering::Relaxed);
+        self.last_logits = Some(next.clone());
+        if let Some(reason) = stop {
+            stats.stop_reason = reason;
+            return Ok(None);
+        }
+        Ok(Some(next))
     }
 
     /// Ends a constrained answer the budget would cut: the completion's tokens are reported

@@ -250,8 +250,15 @@ impl Job {
         let max_tokens = s.max_completion_tokens.or(s.max_tokens).map_or(default_max, |m| m as usize).min(room);
         let mut stop = format_stops;
         stop.extend(s.stop.map(Stop::into_vec).unwrap_or_default().into_iter().filter(|s| !s.is_empty()));
-        let opts =
-            GenerateOptions { max_tokens, sampling, stop, stop_at_eos: true, cancel: CancelHandle::new(), constraint };
+        let opts = GenerateOptions {
+            max_tokens,
+            sampling,
+            stop,
+            stop_at_eos: true,
+            cancel: CancelHandle::new(),
+            constraint,
+            draft: l.draft,
+        };
         let include_usage = s.stream_options.is_some_and(|o| o.include_usage);
         Ok(Job { ids, opts, stream: s.stream, include_usage })
     }

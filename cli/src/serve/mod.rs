@@ -56,6 +56,8 @@ pub struct Args {
     /// Worker threads (0 = one per physical core)
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    draft: crate::sampling_args::DraftArgs,
 }
 
 /// What the handlers share.
@@ -74,6 +76,8 @@ struct Loaded {
     slots: Arc<slots::Slots>,
     pool: Arc<rayon::ThreadPool>,
     n_ctx: usize,
+    /// Prompt-lookup draft length for every request (--draft, --no-draft).
+    draft: usize,
 }
 
 #[derive(Default)]
@@ -135,6 +139,7 @@ async fn serve(a: Args, api_key: Option<String>, kv_type: KvType) -> pocketlm_co
     // Load in the background: /health answers 503 meanwhile, as llama-server does.
     let (load_state, path, (n_ctx, parallel, queue, threads)) =
         (state.clone(), a.model.clone(), (a.ctx_size, a.parallel, a.queue, a.threads));
+    let draft = a.draft.tokens();
     let loading = tokio::task::spawn_blocking(move || -> pocketlm_core::Result<()> {
         let model = Arc::new(Model::load(&path)?);
         let opts = SessionOptions { n_ctx, kv_type, ..Default::default() };
@@ -145,6 +150,7 @@ async fn serve(a: Args, api_key: Option<String>, kv_type: KvType) -> pocketlm_co
             pool: Arc::new(pocketlm_core::threads::pool(threads)?),
             model,
             n_ctx,
+            draft,
         };
         eprintln!("model {} ready: {parallel} slot(s) of {n_ctx} tokens, queue {queue}", load_state.model_id);
         let _ = load_state.loaded.set(loaded);

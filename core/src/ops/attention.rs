@@ -21,7 +21,11 @@ pub const TILE: usize = 128;
 const CUTOFF: f32 = 40.0;
 
 /// Prompts of at least this many new tokens take the block path ([`Head::query_block`]).
-const BLOCK_MIN_TOKENS: usize = 8;
+/// Above the longest speculative verification batch (`session::MAX_DRAFT` + 1): a batch
+/// that verifies a draft takes the one-query path that one-token decoding takes, so the two
+/// agree to float rounding (the q4 cache's one-query path scores an int8 copy of the query,
+/// the block path the exact one).
+const BLOCK_MIN_TOKENS: usize = crate::session::MAX_DRAFT + 2;
 /// Queries per block on the block path (a multiple of the kernels' 4-query register tile).
 const QBLOCK: usize = 32;
 /// Keys per tile on the block path: a tile's keys and values as f32 (2 x 64 x 80 floats for
