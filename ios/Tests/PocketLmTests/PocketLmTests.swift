@@ -36,6 +36,23 @@ final class PocketLmTests: XCTestCase, @unchecked Sendable {
 
     /// Streamed pieces, joined, are exactly the decoded answer, and the end is reported
     /// through onFinish (the wrapper's lastStats comes from it).
+    func testSpeculativeDraftsKeepTheTokens() async throws {
+        let fx = try Fixtures.load()
+        let model = try await PocketLmModel.load(path: fx.tiny)
+        let session = try model.newSession()
+        var off = greedy(32)
+        off.draftTokens = 0
+        let plain = try await session.generateIds(fx.prompt, options: off)
+        try session.reset()
+        var on = greedy(32)
+        on.draftTokens = 8
+        let drafted = try await session.generateIds(fx.prompt, options: on)
+        XCTAssertEqual(plain.tokenIds, drafted.tokenIds)
+        XCTAssertEqual(plain.stats.draftedTokens, 0)
+        XCTAssertGreaterThan(drafted.stats.draftedTokens, 0, "the tiny fixture repeats itself: drafts are expected")
+        XCTAssertLessThanOrEqual(drafted.stats.acceptedDraftTokens, drafted.stats.draftedTokens)
+    }
+
     func testStreamedTextAndStats() async throws {
         let fx = try Fixtures.load()
         let model = try await PocketLmModel.load(path: fx.tiny)

@@ -1950,6 +1950,12 @@ public struct GenerateOptions: Equatable, Hashable {
      * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
      */
     public var grammar: String?
+    /**
+     * Speculative decoding by prompt lookup: up to this many tokens guessed from earlier text
+     * and verified in one pass (at most 16; 0 = off). The output is the same either way;
+     * answers that repeat their input (rewrites, summaries, code edits) come faster.
+     */
+    public var draftTokens: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1975,7 +1981,12 @@ public struct GenerateOptions: Equatable, Hashable {
          */jsonSchema: String? = nil, 
         /**
          * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
-         */grammar: String? = nil) {
+         */grammar: String? = nil, 
+        /**
+         * Speculative decoding by prompt lookup: up to this many tokens guessed from earlier text
+         * and verified in one pass (at most 16; 0 = off). The output is the same either way;
+         * answers that repeat their input (rewrites, summaries, code edits) come faster.
+         */draftTokens: UInt32 = UInt32(8)) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -1989,6 +2000,7 @@ public struct GenerateOptions: Equatable, Hashable {
         self.frequencyPenalty = frequencyPenalty
         self.jsonSchema = jsonSchema
         self.grammar = grammar
+        self.draftTokens = draftTokens
     }
 
     
@@ -2019,7 +2031,8 @@ public struct FfiConverterTypeGenerateOptions: FfiConverterRustBuffer {
                 presencePenalty: FfiConverterFloat.read(from: &buf), 
                 frequencyPenalty: FfiConverterFloat.read(from: &buf), 
                 jsonSchema: FfiConverterOptionString.read(from: &buf), 
-                grammar: FfiConverterOptionString.read(from: &buf)
+                grammar: FfiConverterOptionString.read(from: &buf), 
+                draftTokens: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -2037,6 +2050,7 @@ public struct FfiConverterTypeGenerateOptions: FfiConverterRustBuffer {
         FfiConverterFloat.write(value.frequencyPenalty, into: &buf)
         FfiConverterOptionString.write(value.jsonSchema, into: &buf)
         FfiConverterOptionString.write(value.grammar, into: &buf)
+        FfiConverterUInt32.write(value.draftTokens, into: &buf)
     }
 }
 
@@ -2115,15 +2129,27 @@ public struct GenerationStats: Equatable, Hashable {
     public var generatedTokens: UInt32
     public var promptTokensPerSecond: Double
     public var generationTokensPerSecond: Double
+    /**
+     * Tokens guessed by prompt lookup, and how many of them were right (see
+     * `GenerateOptions::draft_tokens`).
+     */
+    public var draftedTokens: UInt32
+    public var acceptedDraftTokens: UInt32
     public var stopReason: StopReason
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(promptTokens: UInt32, generatedTokens: UInt32, promptTokensPerSecond: Double, generationTokensPerSecond: Double, stopReason: StopReason) {
+    public init(promptTokens: UInt32, generatedTokens: UInt32, promptTokensPerSecond: Double, generationTokensPerSecond: Double, 
+        /**
+         * Tokens guessed by prompt lookup, and how many of them were right (see
+         * `GenerateOptions::draft_tokens`).
+         */draftedTokens: UInt32, acceptedDraftTokens: UInt32, stopReason: StopReason) {
         self.promptTokens = promptTokens
         self.generatedTokens = generatedTokens
         self.promptTokensPerSecond = promptTokensPerSecond
         self.generationTokensPerSecond = generationTokensPerSecond
+        self.draftedTokens = draftedTokens
+        self.acceptedDraftTokens = acceptedDraftTokens
         self.stopReason = stopReason
     }
 
@@ -2147,6 +2173,8 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
                 generatedTokens: FfiConverterUInt32.read(from: &buf), 
                 promptTokensPerSecond: FfiConverterDouble.read(from: &buf), 
                 generationTokensPerSecond: FfiConverterDouble.read(from: &buf), 
+                draftedTokens: FfiConverterUInt32.read(from: &buf), 
+                acceptedDraftTokens: FfiConverterUInt32.read(from: &buf), 
                 stopReason: FfiConverterTypeStopReason.read(from: &buf)
         )
     }
@@ -2156,6 +2184,8 @@ public struct FfiConverterTypeGenerationStats: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.generatedTokens, into: &buf)
         FfiConverterDouble.write(value.promptTokensPerSecond, into: &buf)
         FfiConverterDouble.write(value.generationTokensPerSecond, into: &buf)
+        FfiConverterUInt32.write(value.draftedTokens, into: &buf)
+        FfiConverterUInt32.write(value.acceptedDraftTokens, into: &buf)
         FfiConverterTypeStopReason.write(value.stopReason, into: &buf)
     }
 }

@@ -3680,6 +3680,13 @@ data class GenerateOptions (
      * A grammar in llguidance's Lark dialect the answer must match (instead of `json_schema`).
      */
     var `grammar`: kotlin.String? = null 
+    , 
+    /**
+     * Speculative decoding by prompt lookup: up to this many tokens guessed from earlier text
+     * and verified in one pass (at most 16; 0 = off). The output is the same either way;
+     * answers that repeat their input (rewrites, summaries, code edits) come faster.
+     */
+    var `draftTokens`: kotlin.UInt = 8u 
     
 ){
     
@@ -3709,6 +3716,7 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterFloat.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -3725,7 +3733,8 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterFloat.allocationSize(value.`presencePenalty`) +
             FfiConverterFloat.allocationSize(value.`frequencyPenalty`) +
             FfiConverterOptionalString.allocationSize(value.`jsonSchema`) +
-            FfiConverterOptionalString.allocationSize(value.`grammar`)
+            FfiConverterOptionalString.allocationSize(value.`grammar`) +
+            FfiConverterUInt.allocationSize(value.`draftTokens`)
     )
 
     override fun write(value: GenerateOptions, buf: ByteBuffer) {
@@ -3742,6 +3751,7 @@ public object FfiConverterTypeGenerateOptions: FfiConverterRustBuffer<GenerateOp
             FfiConverterFloat.write(value.`frequencyPenalty`, buf)
             FfiConverterOptionalString.write(value.`jsonSchema`, buf)
             FfiConverterOptionalString.write(value.`grammar`, buf)
+            FfiConverterUInt.write(value.`draftTokens`, buf)
     }
 }
 
@@ -3794,6 +3804,14 @@ data class GenerationStats (
     , 
     var `generationTokensPerSecond`: kotlin.Double
     , 
+    /**
+     * Tokens guessed by prompt lookup, and how many of them were right (see
+     * `GenerateOptions::draft_tokens`).
+     */
+    var `draftedTokens`: kotlin.UInt
+    , 
+    var `acceptedDraftTokens`: kotlin.UInt
+    , 
     var `stopReason`: StopReason
     
 ){
@@ -3815,6 +3833,8 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterUInt.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterDouble.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
             FfiConverterTypeStopReason.read(buf),
         )
     }
@@ -3824,6 +3844,8 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterUInt.allocationSize(value.`generatedTokens`) +
             FfiConverterDouble.allocationSize(value.`promptTokensPerSecond`) +
             FfiConverterDouble.allocationSize(value.`generationTokensPerSecond`) +
+            FfiConverterUInt.allocationSize(value.`draftedTokens`) +
+            FfiConverterUInt.allocationSize(value.`acceptedDraftTokens`) +
             FfiConverterTypeStopReason.allocationSize(value.`stopReason`)
     )
 
@@ -3832,6 +3854,8 @@ public object FfiConverterTypeGenerationStats: FfiConverterRustBuffer<Generation
             FfiConverterUInt.write(value.`generatedTokens`, buf)
             FfiConverterDouble.write(value.`promptTokensPerSecond`, buf)
             FfiConverterDouble.write(value.`generationTokensPerSecond`, buf)
+            FfiConverterUInt.write(value.`draftedTokens`, buf)
+            FfiConverterUInt.write(value.`acceptedDraftTokens`, buf)
             FfiConverterTypeStopReason.write(value.`stopReason`, buf)
     }
 }

@@ -54,6 +54,19 @@ class GeneratedApiTest {
     }
 
     @Test
+    fun `speculative drafts change the speed, not the tokens`() {
+        model.newSession(SessionOptions()).use { s ->
+            val plain = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions(32u).copy(draftTokens = 0u))
+            s.reset()
+            val drafted = s.generateIds(Fixtures.prompt, Fixtures.greedyOptions(32u).copy(draftTokens = 8u))
+            assertEquals(plain.tokenIds, drafted.tokenIds)
+            assertEquals(0u, plain.stats.draftedTokens)
+            assertTrue(drafted.stats.draftedTokens > 0u, "the tiny fixture repeats itself: drafts are expected")
+            assertTrue(drafted.stats.acceptedDraftTokens <= drafted.stats.draftedTokens)
+        }
+    }
+
+    @Test
     fun `every KV cache type runs a session, the exact ones give the golden ids`() {
         for (type in KvCacheType.values()) {
             model.newSession(SessionOptions(kvCacheType = type)).use { s ->
