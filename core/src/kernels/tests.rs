@@ -85,7 +85,7 @@ fn check_gemm<B>(
     for k in simd_sets() {
         for &nbw in blocks_per_row {
             let nbx = nbw * acts_per_block;
-            for (rows, toks) in [(1, 1), (4, 1), (9, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)] {
+            for (rows, toks) in [(1, 1), (4, 1), (7, 1), (9, 1), (13, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)] {
                 let w: Vec<B> = (0..rows).flat_map(|_| make_row(&mut rng, nbw)).collect();
                 let x = random_acts(&mut rng, toks * nbx);
                 let ldo = toks + 1; // a gap between rows must be left alone

@@ -41,6 +41,18 @@ const DECODE_ROWS_PER_TASK: usize = 64;
 /// Tokens per tile: 64 tokens of 2560 activations are 200 KB of int8 blocks (L2-resident).
 const TOKENS_PER_TILE: usize = 64;
 
+/// Calls of at most this many tokens run the single-token kernel once per token over each
+/// chunk of rows (the chunk read from memory for the first token, from cache for the rest):
+/// a speculative draft's verification batch (up to `session::MAX_DRAFT` + 1 tokens) then costs
+/// little more than one token while decode is bound by memory, and gives bit for bit the
+/// products one-token decoding gives. `POCKETLM_SMALL_BATCH=N` overrides it (A/B runs).
+fn small_batch() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("POCKETLM_SMALL_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(crate::session::MAX_DRAFT + 1)
+    })
+}
+
 /// `y[t][r] = x[t] · W[r] (+ bias[r])` for `n_tok` tokens; `x` is [n_tok][cols], `y` [n_tok][rows].
 pub fn matmul(w: MatRef, bias: Option<&[f32]>, x: &[f32], n_tok: usize, y: &mut [f32]) {
     let k = kernels::best();
@@ -93,11 +105,18 @@ fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32
     }
     let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
     let nbw = blocks.len() / w.rows.max(1);
-    let per_task = if n_tok == 1 { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
+    let per_token = n_tok <= small_batch();
+    let per_task = if per_token { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
     yt.par_chunks_mut(per_task * n_tok).enumerate().for_each(|(ci, chunk)| {
         let r0 = ci * per_task;
         let rows = chunk.len() / n_tok;
         let wchunk = &blocks[r0 * nbw..(r0 + rows) * nbw];
+        if per_token {
+            for t in 0..n_tok {
+                gemm(wchunk, nbw, &acts[t * nbx..(t + 1) * nbx], nbx, rows, 1, &mut chunk[t..], n_tok);
+            }
+            return;
+        }
         for t0 in (0..n_tok).step_by(TOKENS_PER_TILE) {
             let toks = TOKENS_PER_TILE.min(n_tok - t0);
             gemm(wchunk, nbw, &acts[t0 * nbx..(t0 + toks) * nbx], nbx, rows, toks, &mut chunk[t0..], n_tok);

@@ -39,11 +39,99 @@ pub use avx2::{avx2, avx512_vbmi, avx512_vnni, avx_vnni};
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::sync::OnceLock;
 use std::thread::LocalKey;
+
+/// How the 512-bit decode kernels stream weights, chosen once per process.
+///
+/// Decode reads each weight once, in memory order, and is a race between DRAM and the
+/// unpacking work. What wins depends on the core's memory pipeline, so the plan comes from a
+/// table of measurements by CPU family ([`measured_plan`]), never from a guess; the
+/// `POCKETLM_PREFETCH=BYTES`, `POCKETLM_PREFETCH_TO=l1|l2` and `POCKETLM_DECODE_ROWS=1|4`
+/// variables override each field, for A/B runs on new CPUs (README "Kernels").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct DecodePlan {
+    /// Bytes ahead of the current weights that the software prefetch requests. A Q4_0 row is
+    /// only 1.4 KB, too short for the hardware stream prefetcher to ramp up on its own.
+    pub ahead: usize,
+    /// Prefetch into L2 (`prefetcht1`) instead of L1. An L1 prefetch holds one of the core's
+    /// few L1 miss buffers until DRAM answers, which caps the lines in flight per core.
+    pub to_l2: bool,
+    /// Run `TILE` rows side by side (one activation load for all of them) instead of one.
+    pub tile: bool,
+}
+
+pub(crate) fn decode_plan() -> DecodePlan {
+    static PLAN: OnceLock<DecodePlan> = OnceLock::new();
+    *PLAN.get_or_init(|| {
+        let env = |k: &str| std::env::var(k).ok();
+        let mut plan = measured_plan(cpu_family());
+        if let Some(b) = env("POCKETLM_PREFETCH").and_then(|v| v.parse().ok()).filter(|&b: &usize| b <= 1 << 20) {
+            plan.ahead = b;
+        }
+        match env("POCKETLM_PREFETCH_TO").as_deref() {
+            Some("l1") => plan.to_l2 = false,
+            Some("l2") => plan.to_l2 = true,
+            _ => {}
+        }
+        match env("POCKETLM_DECODE_ROWS").as_deref() {
+            Some("1") => plan.tile = false,
+            Some("4") => plan.tile = true,
+            _ => {}
+        }
+        plan
+    })
+}
+
+/// The decode plan measured best per x86 family (tokens/s of tg32-64 on the 3B Q4_0 shape,
+/// 2 threads, alternating A/B runs; the figures are in the README's "Kernels" section).
+/// Zen 5 (family 0x1A): one row, L1 prefetch 8 KB ahead (90% of the bandwidth ceiling).
+/// Zen 4 (0x19) and every family not measured yet: 4 rows, L2 prefetch 16 KB ahead, which
+/// took Zen 4 from 48-56% to 72-76% of its ceiling; its ingredients (more lines in flight,
+/// fewer loads per weight byte) help any core whose decode is bound by memory latency.
+fn measured_plan(family: u32) -> DecodePlan {
+    match family {
+        0x1A => DecodePlan { ahead: 8192, to_l2: false, tile: false },
+        _ => DecodePlan { ahead: 16384, to_l2: true, tile: true },
+    }
+}
+
+/// A prefetch of the 3 cache lines from `p + ahead`, into L2 (`L2 = true`) or L1. Prefetches
+/// never fault, whatever the address.
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch3<const L2: bool>(p: *const u8, ahead: usize) {
+    let f = p.wrapping_add(ahead).cast::<i8>();
+    for i in 0..3 {
+        if L2 {
+            _mm_prefetch::<_MM_HINT_T1>(f.wrapping_add(64 * i));
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(64 * i));
+        }
+    }
+}
+
+/// The CPU's display family (base family, plus the extended family when the base is 0xF).
+pub(crate) fn cpu_family() -> u32 {
+    let eax = __cpuid(1).eax; // leaf 1 exists on every x86_64 CPU
+    let base = (eax >> 8) & 0xF;
+    if base == 0xF {
+        base + ((eax >> 20) & 0xFF)
+    } else {
+        base
+    }
+}
+
+/// Rows the 512-bit decode kernels run side by side when the plan says so (`TILE`
+/// accumulators, each activation load shared by all of them). On Zen 4 one row at a time was
+/// bound by loads: 22 GB/s per core on cached weights, against 30 GB/s with 4 rows.
+const TILE: usize = 4;
 
 /// The decode driver the 512-bit gemv kernels share: `prepare` rearranges the token's
 /// activations into `buf` (kept per worker thread, since decode calls this hundreds of times per
-/// token), then `row` runs each weight row of `nbw` blocks in memory order into `out[r * ldo]`.
+/// token), then the weight rows of `nbw` blocks run in memory order into `out[r * ldo]`:
+/// `TILE` at a time through `tile` if `plan.tile`, the others one at a time through `row`.
+/// Both take the row's (rows') blocks, the activations and the prefetch distance.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn gemv_rows<B, X: 'static>(
@@ -54,13 +142,22 @@ fn gemv_rows<B, X: 'static>(
     rows: usize,
     out: &mut [f32],
     ldo: usize,
-    row: impl Fn(&[B], &[X]) -> f32,
+    plan: DecodePlan,
+    tile: impl Fn(&[B], &[X], usize) -> [f32; TILE],
+    row: impl Fn(&[B], &[X], usize) -> f32,
 ) {
     buf.with_borrow_mut(|xs| {
         xs.clear();
         prepare(xs);
-        for r in 0..rows {
-            out[r * ldo] = row(&w[r * nbw..(r + 1) * nbw], xs);
+        let full = if plan.tile { rows / TILE * TILE } else { 0 };
+        for r in (0..full).step_by(TILE) {
+            let ys = tile(&w[r * nbw..(r + TILE) * nbw], xs, plan.ahead);
+            for (i, y) in ys.into_iter().enumerate() {
+                out[(r + i) * ldo] = y;
+            }
+        }
+        for r in full..rows {
+            out[r * ldo] = row(&w[r * nbw..(r + 1) * nbw], xs, plan.ahead);
         }
     })
 }

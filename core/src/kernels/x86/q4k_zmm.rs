@@ -11,13 +11,10 @@
 //! meet the activation sums in one more 8-wide FMA. As for Q4_0, rows are read once in memory
 //! order with a software prefetch ahead of them.
 
-use super::gemv_rows;
+use super::{decode_plan, gemv_rows, prefetch3, TILE};
 use crate::quant::{BlockQ4K, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-
-/// Bytes ahead of the current super-block to prefetch (see `q4_0_zmm::PREFETCH`).
-const PREFETCH: usize = 8192;
 
 /// The 8 activation blocks under one weight super-block, in the weights' lane order.
 #[derive(Clone, Copy)]
@@ -55,7 +52,19 @@ pub(super) unsafe fn gemv(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], rows: usiz
         static SUPERS: RefCell<Vec<XSuper>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XSuper>| xs.extend(x[..8 * nbw].chunks_exact(8).map(prepare));
-    gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, |w, xs| row(w, xs))
+    let plan = decode_plan();
+    // No 4-row kernel for this format yet: a tile is 4 single rows.
+    let rows4 = |w: &[_], xs: &[_], ahead, one: &dyn Fn(&[_], &[_], usize) -> f32| {
+        std::array::from_fn(|i| one(&w[i * nbw..(i + 1) * nbw], xs, ahead))
+    };
+    if plan.to_l2 {
+        let tile = |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<true>(w, xs, a)) };
+        gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<true>(w, xs, ahead))
+    } else {
+        let tile =
+            |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<false>(w, xs, a)) };
+        gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<false>(w, xs, ahead))
+    }
 }
 
 fn prepare(b: &[BlockQ8A]) -> XSuper {
@@ -93,7 +102,7 @@ fn bytes_to_f32x8(v: u64) -> __m256 {
 
 /// One weight row (`w.len()` super-blocks) against the prepared activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-fn row(w: &[BlockQ4K], xs: &[XSuper]) -> f32 {
+fn row<const L2: bool>(w: &[BlockQ4K], xs: &[XSuper], ahead: usize) -> f32 {
     assert!(xs.len() >= w.len());
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: each spread table is 64 bytes.
@@ -104,10 +113,7 @@ fn row(w: &[BlockQ4K], xs: &[XSuper]) -> f32 {
         // SAFETY: loads stay inside the block and the prepared activations; prefetches never
         // fault.
         unsafe {
-            let f = (b as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH);
-            _mm_prefetch::<_MM_HINT_T0>(f);
-            _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(128));
+            prefetch3::<L2>((b as *const BlockQ4K).cast(), ahead);
             let q0 = _mm512_loadu_si512(b.qs.as_ptr().cast());
             let q1 = _mm512_loadu_si512(b.qs.as_ptr().add(64).cast());
             let parts = [

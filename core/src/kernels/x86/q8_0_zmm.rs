@@ -9,13 +9,10 @@
 //! activations in matching order. As for Q4_0, the block scales are spread over the lanes
 //! instead of reducing sums, and rows are read once in memory order with a software prefetch.
 
-use super::{byte_mask, gemv_rows, quant_index, scale_index};
+use super::{byte_mask, decode_plan, gemv_rows, prefetch3, quant_index, scale_index, TILE};
 use crate::quant::{BlockQ8A, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-
-/// Bytes ahead of the current group to prefetch (see `q4_0_zmm::PREFETCH`).
-const PREFETCH: usize = 8192;
 
 /// Activations of 2 consecutive blocks in the lane order of the weight vectors.
 #[derive(Clone, Copy)]
@@ -44,7 +41,19 @@ pub(super) unsafe fn gemv(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], rows: usi
         static PAIRS: RefCell<Vec<XPair>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XPair>| xs.extend(x[..nbw].chunks(2).map(|c| prepare(c)));
-    gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, |w, xs| row(w, xs))
+    let plan = decode_plan();
+    // No 4-row kernel for this format yet: a tile is 4 single rows.
+    let rows4 = |w: &[_], xs: &[_], ahead, one: &dyn Fn(&[_], &[_], usize) -> f32| {
+        std::array::from_fn(|i| one(&w[i * nbw..(i + 1) * nbw], xs, ahead))
+    };
+    if plan.to_l2 {
+        let tile = |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<true>(w, xs, a)) };
+        gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<true>(w, xs, ahead))
+    } else {
+        let tile =
+            |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<false>(w, xs, a)) };
+        gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<false>(w, xs, ahead))
+    }
 }
 
 /// Up to 2 activation blocks (a missing second block is zero).
@@ -66,7 +75,7 @@ fn prepare(blocks: &[BlockQ8A]) -> XPair {
 
 /// One weight row (`w.len()` blocks) against the prepared activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")]
-fn row(w: &[BlockQ8_0], xs: &[XPair]) -> f32 {
+fn row<const L2: bool>(w: &[BlockQ8_0], xs: &[XPair], ahead: usize) -> f32 {
     let nbw = w.len();
     assert!(xs.len() >= nbw.div_ceil(2));
     let flip = _mm512_set1_epi8(-128);
@@ -89,10 +98,7 @@ fn row(w: &[BlockQ8_0], xs: &[XPair]) -> f32 {
         // Prefetches never fault.
         unsafe {
             let p = w.as_ptr().add(b).cast::<u8>();
-            let f = p.wrapping_add(PREFETCH).cast::<i8>();
-            _mm_prefetch::<_MM_HINT_T0>(f);
-            _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(128));
+            prefetch3::<L2>(p.cast(), ahead);
             let (a, hi, c) = if n == 4 {
                 (
                     _mm512_loadu_si512(p.cast()),
