@@ -13,6 +13,7 @@ cargo build --release -p pocketlm-cli >/dev/null 2>&1
 bin=${CARGO_TARGET_DIR:-target}/release/pocketlm
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
+  mkdir -p models
   [ -f models/btlm-mini-q8_0.gguf ] || "$bin" convert tests/fixtures/btlm-mini/hf models/btlm-mini-q8_0.gguf --type q8_0 >/dev/null
   models=(models/btlm-mini-q8_0.gguf)
 fi
@@ -20,11 +21,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # Task 1: a passage, then "again" and its first words: the answer is the rest of the passage.
-passage=$(tail -c +20001 tests/fixtures/text/austen_persuasion.txt | head -c 1500)
-printf '%s\n\nThe same passage, copied out again:\n\n%s' "$passage" "$(printf '%s' "$passage" | head -c 120 | sed 's/ [^ ]*$//')" >"$tmp/prose.txt"
+passage=$(head -c 21500 tests/fixtures/text/austen_persuasion.txt | tail -c 1500)
+printf '%s\n\nThe same passage, copied out again:\n\n%s' "$passage" "$(sed 's/ [^ ]*$//' <<<"${passage:0:120}")" >"$tmp/prose.txt"
 # Task 2: a source file, then the same file again from its start (a code edit's unchanged part).
 code=$(head -c 1800 core/src/draft.rs)
-printf '%s\n\n// The same file after the edit:\n\n%s' "$code" "$(printf '%s' "$code" | head -c 200)" >"$tmp/code.txt"
+printf '%s\n\n// The same file after the edit:\n\n%s' "$code" "${code:0:200}" >"$tmp/code.txt"
 
 measure() { # model task flag -> "tok/s accepted drafted"
   "$bin" run -m "$1" -f "$tmp/$2.txt" -n "$n" --temp 0 --ignore-eos -t "$threads" $3 >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }

@@ -13,7 +13,10 @@ const MIN_NGRAM: usize = 2;
 
 /// Up to `max` tokens that followed the latest earlier occurrence of the last n-gram
 /// (`MAX_NGRAM` down to `MIN_NGRAM` tokens) of the sequence `history ++ [last]`; empty if none
-/// occurs.
+/// occurs. When those tokens run into the end of the sequence, the text is repeating with the
+/// period from that occurrence to the end, and the draft goes on around the period: a loop
+/// (a repeated token, a list, a table row) then gets full-length drafts instead of one
+/// period's worth.
 pub fn prompt_lookup(history: &[u32], last: u32, max: usize) -> Vec<u32> {
     let len = history.len() + 1;
     let at = |i: usize| if i < history.len() { history[i] } else { last };
@@ -29,7 +32,8 @@ pub fn prompt_lookup(history: &[u32], last: u32, max: usize) -> Vec<u32> {
         let found = (0..tail).rev().find(|&i| (0..n).all(|j| at(i + j) == at(tail + j)));
         if let Some(i) = found {
             let from = i + n;
-            return (from..len.min(from + max)).map(at).collect();
+            let period = len - from; // = tail - i ≥ 1
+            return (0..max).map(|j| at(from + j % period)).collect();
         }
     }
     Vec::new()
@@ -157,9 +161,11 @@ mod tests {
         // "1 2 3 4 5 | 9 2 3 7 | 1 2 3" -> the trigram "1 2 3" occurred at 0: draft "4 5 9".
         let h = [1, 2, 3, 4, 5, 9, 2, 3, 7, 1, 2];
         assert_eq!(prompt_lookup(&h, 3, 3), vec![4, 5, 9]);
-        // Only the bigram "2 3" matches (latest at 6): draft "7 1 2".
+        // Only the bigram "2 3" matches (latest at 6): "7 8 2 3" to the end, then around the
+        // period of 4 again.
         let h = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 2];
-        assert_eq!(prompt_lookup(&h, 3, 8), vec![7, 8, 2, 3]);
+        assert_eq!(prompt_lookup(&h, 3, 3), vec![7, 8, 2]);
+        assert_eq!(prompt_lookup(&h, 3, 6), vec![7, 8, 2, 3, 7, 8]);
     }
 
     #[test]
@@ -172,8 +178,11 @@ mod tests {
     }
 
     #[test]
-    fn a_repeating_run_drafts_up_to_the_end() {
-        // "5 5 5 5" + 5: the trigram "5 5 5" latest earlier at 1, followed by "5" then the end.
-        assert_eq!(prompt_lookup(&[5, 5, 5, 5], 5, 8), vec![5]);
+    fn a_loop_drafts_around_its_period() {
+        // "5 5 5 5" + 5: the trigram "5 5 5" latest earlier at 1, followed by "5" then the end:
+        // a period of 1.
+        assert_eq!(prompt_lookup(&[5, 5, 5, 5], 5, 8), vec![5; 8]);
+        // "1 2 1 2 1" + 2: "2 1 2" at 1, then "1 2": period 2.
+        assert_eq!(prompt_lookup(&[1, 2, 1, 2, 1], 2, 5), vec![1, 2, 1, 2, 1]);
     }
 }

@@ -479,6 +479,10 @@ impl Session {
         let mut sampler = Sampler::new(opts.sampling.clone());
         let eos = self.model.tokenizer.eos_id();
         let max_draft = if guide.is_some() { 0 } else { opts.draft.min(MAX_DRAFT) };
+        // The draft length adapts as in Hugging Face's assisted generation: +2 after a fully
+        // accepted draft, -1 (down to 1) after a rejection, so text that stops repeating its
+        // input pays for one-token drafts only, and copied spans soon get long ones.
+        let mut draft_len = max_draft;
         let t1 = Instant::now();
         let mut logits = self.last_logits.clone().unwrap_or_default();
         // A token sampled while verifying a draft (where the draft went wrong): the next one to
@@ -540,7 +544,7 @@ impl Session {
                 stats.stop_reason = StopReason::ContextFull;
                 break;
             }
-            let draft = self.draft_after(id, max_draft.min(remaining - 1));
+            let draft = self.draft_after(id, draft_len.min(remaining - 1));
             if draft.is_empty() {
                 // Fed back even after the last token, so the conversation can be continued.
                 if !self.prefill_cancellable(&[id], cancel)? {
@@ -550,8 +554,14 @@ impl Session {
                 logits.copy_from_slice(self.last_logits.as_deref().unwrap_or_default());
                 continue;
             }
+            let accepted_before = stats.accepted_tokens;
             let verified =
                 self.verify_draft(id, &draft, &mut sampler, opts, &mut stats, cancel, eos, on_token, &mut pending)?;
+            draft_len = if stats.accepted_tokens - accepted_before == draft.len() {
+                (draft_len + 2).min(max_draft)
+            } else {
+                draft_len.saturating_sub(1).max(1)
+            };
             match verified {
                 Some(row) => logits = row,
                 None => break, // stats.stop_reason says why
