@@ -162,6 +162,27 @@ fn gemv_rows<B, X: 'static>(
     })
 }
 
+/// [`gemv_rows`] for the formats decoded one row at a time (Q4_K, Q8_0): `row_l1` and
+/// `row_l2` are the row kernel prefetching into L1 or L2, picked by the plan.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemv_one_row<B, X: 'static>(
+    buf: &'static LocalKey<RefCell<Vec<X>>>,
+    prepare: impl FnOnce(&mut Vec<X>),
+    w: &[B],
+    nbw: usize,
+    rows: usize,
+    out: &mut [f32],
+    ldo: usize,
+    row_l1: impl Fn(&[B], &[X], usize) -> f32,
+    row_l2: impl Fn(&[B], &[X], usize) -> f32,
+) {
+    let plan = DecodePlan { tile: false, ..decode_plan() };
+    let row = |w: &[B], xs: &[X], ahead| if plan.to_l2 { row_l2(w, xs, ahead) } else { row_l1(w, xs, ahead) };
+    let no_tile = |_: &[B], _: &[X], _: usize| -> [f32; TILE] { unreachable!("plan.tile is false") };
+    gemv_rows(buf, prepare, w, nbw, rows, out, ldo, plan, no_tile, row)
+}
+
 /// `vpermt2b` indices (into two concatenated 64-byte loads starting at byte `base` of a group)
 /// that gather the `quants`-byte quant arrays of consecutive `block`-byte blocks from `first`
 /// on; each block's quants follow its 2-byte f16 scale.

@@ -11,7 +11,7 @@
 //! meet the activation sums in one more 8-wide FMA. As for Q4_0, rows are read once in memory
 //! order with a software prefetch ahead of them.
 
-use super::{decode_plan, gemv_rows, prefetch3, TILE};
+use super::{gemv_one_row, prefetch3};
 use crate::quant::{BlockQ4K, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -52,21 +52,11 @@ pub(super) unsafe fn gemv(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], rows: usiz
         static SUPERS: RefCell<Vec<XSuper>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XSuper>| xs.extend(x[..8 * nbw].chunks_exact(8).map(prepare));
-    let plan = decode_plan();
-    // A tile is 4 single rows: a 4-row Q4_K kernel (activations loaded once per super-block)
+    // One row at a time: a 4-row Q4_K kernel (activations loaded once per super-block)
     // measured slower on Zen 4, tg64 14.5-16.0 against 16.4 tok/s, as 4 interleaved streams
     // defeat the prefetcher and one 144-byte super-block already amortizes its loads.
-    let rows4 = |w: &[_], xs: &[_], ahead, one: &dyn Fn(&[_], &[_], usize) -> f32| {
-        std::array::from_fn(|i| one(&w[i * nbw..(i + 1) * nbw], xs, ahead))
-    };
-    if plan.to_l2 {
-        let tile = |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<true>(w, xs, a)) };
-        gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<true>(w, xs, ahead))
-    } else {
-        let tile =
-            |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<false>(w, xs, a)) };
-        gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<false>(w, xs, ahead))
-    }
+    let (l1, l2) = (|w: &[_], xs: &[_], a| row::<false>(w, xs, a), |w: &[_], xs: &[_], a| row::<true>(w, xs, a));
+    gemv_one_row(&SUPERS, prep, w, nbw, rows, out, ldo, l1, l2)
 }
 
 fn prepare(b: &[BlockQ8A]) -> XSuper {

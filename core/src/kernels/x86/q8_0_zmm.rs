@@ -9,7 +9,7 @@
 //! activations in matching order. As for Q4_0, the block scales are spread over the lanes
 //! instead of reducing sums, and rows are read once in memory order with a software prefetch.
 
-use super::{byte_mask, decode_plan, gemv_rows, prefetch3, quant_index, scale_index, TILE};
+use super::{byte_mask, gemv_one_row, prefetch3, quant_index, scale_index};
 use crate::quant::{BlockQ8A, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -41,19 +41,8 @@ pub(super) unsafe fn gemv(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], rows: usi
         static PAIRS: RefCell<Vec<XPair>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XPair>| xs.extend(x[..nbw].chunks(2).map(|c| prepare(c)));
-    let plan = decode_plan();
-    // No 4-row kernel for this format yet: a tile is 4 single rows.
-    let rows4 = |w: &[_], xs: &[_], ahead, one: &dyn Fn(&[_], &[_], usize) -> f32| {
-        std::array::from_fn(|i| one(&w[i * nbw..(i + 1) * nbw], xs, ahead))
-    };
-    if plan.to_l2 {
-        let tile = |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<true>(w, xs, a)) };
-        gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<true>(w, xs, ahead))
-    } else {
-        let tile =
-            |w: &[_], xs: &[_], ahead| -> [f32; TILE] { rows4(w, xs, ahead, &|w, xs, a| row::<false>(w, xs, a)) };
-        gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| row::<false>(w, xs, ahead))
-    }
+    let (l1, l2) = (|w: &[_], xs: &[_], a| row::<false>(w, xs, a), |w: &[_], xs: &[_], a| row::<true>(w, xs, a));
+    gemv_one_row(&PAIRS, prep, w, nbw, rows, out, ldo, l1, l2)
 }
 
 /// Up to 2 activation blocks (a missing second block is zero).
