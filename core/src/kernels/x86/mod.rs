@@ -96,14 +96,14 @@ fn measured_plan(family: u32) -> DecodePlan {
     }
 }
 
-/// A prefetch of the 3 cache lines from `p + ahead`, into L2 (`L2 = true`) or L1. Prefetches
-/// never fault, whatever the address.
+/// A prefetch of the 3 cache lines `plan.ahead` bytes past `p`, into L2 or L1 as the plan says.
+/// Prefetches never fault, whatever the address.
 #[inline]
 #[target_feature(enable = "sse")]
-fn prefetch3<const L2: bool>(p: *const u8, ahead: usize) {
-    let f = p.wrapping_add(ahead).cast::<i8>();
+fn prefetch3(p: *const u8, plan: DecodePlan) {
+    let f = p.wrapping_add(plan.ahead).cast::<i8>();
     for i in 0..3 {
-        if L2 {
+        if plan.to_l2 {
             _mm_prefetch::<_MM_HINT_T1>(f.wrapping_add(64 * i));
         } else {
             _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(64 * i));
@@ -127,11 +127,14 @@ pub(crate) fn cpu_family() -> u32 {
 /// bound by loads: 22 GB/s per core on cached weights, against 30 GB/s with 4 rows.
 const TILE: usize = 4;
 
+/// A kernel over `TILE` consecutive rows (see [`gemv_rows`]).
+type TileFn<'a, B, X> = dyn Fn(&[B], &[X], DecodePlan) -> [f32; TILE] + 'a;
+
 /// The decode driver the 512-bit gemv kernels share: `prepare` rearranges the token's
 /// activations into `buf` (kept per worker thread, since decode calls this hundreds of times per
 /// token), then the weight rows of `nbw` blocks run in memory order into `out[r * ldo]`:
-/// `TILE` at a time through `tile` if `plan.tile`, the others one at a time through `row`.
-/// Both take the row's (rows') blocks, the activations and the prefetch distance.
+/// `TILE` at a time through `tile` if given and `plan.tile`, the others one at a time through
+/// `row`. Both take the row's (rows') blocks, the activations and the plan.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn gemv_rows<B, X: 'static>(
@@ -142,45 +145,27 @@ fn gemv_rows<B, X: 'static>(
     rows: usize,
     out: &mut [f32],
     ldo: usize,
-    plan: DecodePlan,
-    tile: impl Fn(&[B], &[X], usize) -> [f32; TILE],
-    row: impl Fn(&[B], &[X], usize) -> f32,
+    tile: Option<&TileFn<'_, B, X>>,
+    row: impl Fn(&[B], &[X], DecodePlan) -> f32,
 ) {
+    let plan = decode_plan();
     buf.with_borrow_mut(|xs| {
         xs.clear();
         prepare(xs);
-        let full = if plan.tile { rows / TILE * TILE } else { 0 };
-        for r in (0..full).step_by(TILE) {
-            let ys = tile(&w[r * nbw..(r + TILE) * nbw], xs, plan.ahead);
-            for (i, y) in ys.into_iter().enumerate() {
-                out[(r + i) * ldo] = y;
+        let mut done = 0;
+        if let Some(tile) = tile.filter(|_| plan.tile) {
+            while done + TILE <= rows {
+                let ys = tile(&w[done * nbw..(done + TILE) * nbw], xs, plan);
+                for (i, y) in ys.into_iter().enumerate() {
+                    out[(done + i) * ldo] = y;
+                }
+                done += TILE;
             }
         }
-        for r in full..rows {
-            out[r * ldo] = row(&w[r * nbw..(r + 1) * nbw], xs, plan.ahead);
+        for r in done..rows {
+            out[r * ldo] = row(&w[r * nbw..(r + 1) * nbw], xs, plan);
         }
     })
-}
-
-/// [`gemv_rows`] for the formats decoded one row at a time (Q4_K, Q8_0): `row_l1` and
-/// `row_l2` are the row kernel prefetching into L1 or L2, picked by the plan.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn gemv_one_row<B, X: 'static>(
-    buf: &'static LocalKey<RefCell<Vec<X>>>,
-    prepare: impl FnOnce(&mut Vec<X>),
-    w: &[B],
-    nbw: usize,
-    rows: usize,
-    out: &mut [f32],
-    ldo: usize,
-    row_l1: impl Fn(&[B], &[X], usize) -> f32,
-    row_l2: impl Fn(&[B], &[X], usize) -> f32,
-) {
-    let plan = DecodePlan { tile: false, ..decode_plan() };
-    let row = |w: &[B], xs: &[X], ahead| if plan.to_l2 { row_l2(w, xs, ahead) } else { row_l1(w, xs, ahead) };
-    let no_tile = |_: &[B], _: &[X], _: usize| -> [f32; TILE] { unreachable!("plan.tile is false") };
-    gemv_rows(buf, prepare, w, nbw, rows, out, ldo, plan, no_tile, row)
 }
 
 /// `vpermt2b` indices (into two concatenated 64-byte loads starting at byte `base` of a group)

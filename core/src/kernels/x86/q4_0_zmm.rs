@@ -12,7 +12,7 @@
 //! offset of 8 is folded into the integer accumulator's starting value (−8·Σx per lane,
 //! prepared once per call with the activations in matching lane order).
 
-use super::{byte_mask, decode_plan, gemv_rows, prefetch3, quant_index, scale_index, TILE};
+use super::{byte_mask, gemv_rows, prefetch3, quant_index, scale_index, DecodePlan, TILE};
 use crate::quant::{BlockQ4_0, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -50,18 +50,8 @@ pub(super) unsafe fn gemv(w: &[BlockQ4_0], nbw: usize, x: &[BlockQ8A], rows: usi
         static CHUNKS: RefCell<Vec<XChunk>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XChunk>| xs.extend(x[..nbw].chunks(4).map(|c| prepare(c)));
-    let plan = decode_plan();
-    if plan.to_l2 {
-        let tile = |w: &[_], xs: &[_], ahead| row_tile::<TILE, true>(w, nbw, xs, ahead);
-        gemv_rows(&CHUNKS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| {
-            row_tile::<1, true>(w, nbw, xs, ahead)[0]
-        })
-    } else {
-        let tile = |w: &[_], xs: &[_], ahead| row_tile::<TILE, false>(w, nbw, xs, ahead);
-        gemv_rows(&CHUNKS, prep, w, nbw, rows, out, ldo, plan, tile, |w, xs, ahead| {
-            row_tile::<1, false>(w, nbw, xs, ahead)[0]
-        })
-    }
+    let tile = |w: &[_], xs: &[_], plan| row_tile::<TILE>(w, nbw, xs, plan);
+    gemv_rows(&CHUNKS, prep, w, nbw, rows, out, ldo, Some(&tile), |w, xs, plan| row_tile::<1>(w, nbw, xs, plan)[0])
 }
 
 /// Up to 4 activation blocks in the weights' lane order (missing blocks are zero).
@@ -98,7 +88,7 @@ fn prepare(blocks: &[BlockQ8A]) -> XChunk {
 /// advance together so each activation chunk is loaded once for all `N`, and each row has its
 /// own accumulator (no shared dependency chain).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")]
-fn row_tile<const N: usize, const L2: bool>(w: &[BlockQ4_0], nbw: usize, xs: &[XChunk], ahead: usize) -> [f32; N] {
+fn row_tile<const N: usize>(w: &[BlockQ4_0], nbw: usize, xs: &[XChunk], plan: DecodePlan) -> [f32; N] {
     assert!(w.len() >= N * nbw && xs.len() >= nbw.div_ceil(4));
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: the index tables are 64 bytes each.
@@ -119,7 +109,7 @@ fn row_tile<const N: usize, const L2: bool>(w: &[BlockQ4_0], nbw: usize, xs: &[X
             // SAFETY: the group's 144 bytes are inside row i.
             unsafe {
                 let p = w.as_ptr().add(i * nbw + g * 8).cast::<u8>();
-                prefetch3::<L2>(p, ahead);
+                prefetch3(p, plan);
                 let a = _mm512_loadu_si512(p.cast());
                 let b = _mm512_loadu_si512(p.add(64).cast());
                 let c = _mm512_zextsi128_si512(_mm_loadu_si128(p.add(128).cast()));

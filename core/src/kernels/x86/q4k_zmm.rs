@@ -11,7 +11,7 @@
 //! meet the activation sums in one more 8-wide FMA. As for Q4_0, rows are read once in memory
 //! order with a software prefetch ahead of them.
 
-use super::{gemv_one_row, prefetch3};
+use super::{gemv_rows, prefetch3, DecodePlan};
 use crate::quant::{BlockQ4K, BlockQ8A};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -55,8 +55,7 @@ pub(super) unsafe fn gemv(w: &[BlockQ4K], nbw: usize, x: &[BlockQ8A], rows: usiz
     // One row at a time: a 4-row Q4_K kernel (activations loaded once per super-block)
     // measured slower on Zen 4, tg64 14.5-16.0 against 16.4 tok/s, as 4 interleaved streams
     // defeat the prefetcher and one 144-byte super-block already amortizes its loads.
-    let (l1, l2) = (|w: &[_], xs: &[_], a| row::<false>(w, xs, a), |w: &[_], xs: &[_], a| row::<true>(w, xs, a));
-    gemv_one_row(&SUPERS, prep, w, nbw, rows, out, ldo, l1, l2)
+    gemv_rows(&SUPERS, prep, w, nbw, rows, out, ldo, None, |w, xs, plan| row(w, xs, plan))
 }
 
 fn prepare(b: &[BlockQ8A]) -> XSuper {
@@ -94,7 +93,7 @@ fn bytes_to_f32x8(v: u64) -> __m256 {
 
 /// One weight row (`w.len()` super-blocks) against the prepared activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-fn row<const L2: bool>(w: &[BlockQ4K], xs: &[XSuper], ahead: usize) -> f32 {
+fn row(w: &[BlockQ4K], xs: &[XSuper], plan: DecodePlan) -> f32 {
     assert!(xs.len() >= w.len());
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: each spread table is 64 bytes.
@@ -105,7 +104,7 @@ fn row<const L2: bool>(w: &[BlockQ4K], xs: &[XSuper], ahead: usize) -> f32 {
         // SAFETY: loads stay inside the block and the prepared activations; prefetches never
         // fault.
         unsafe {
-            prefetch3::<L2>((b as *const BlockQ4K).cast(), ahead);
+            prefetch3((b as *const BlockQ4K).cast(), plan);
             let q0 = _mm512_loadu_si512(b.qs.as_ptr().cast());
             let q1 = _mm512_loadu_si512(b.qs.as_ptr().add(64).cast());
             let parts = [

@@ -9,7 +9,7 @@
 //! activations in matching order. As for Q4_0, the block scales are spread over the lanes
 //! instead of reducing sums, and rows are read once in memory order with a software prefetch.
 
-use super::{byte_mask, gemv_one_row, prefetch3, quant_index, scale_index};
+use super::{byte_mask, gemv_rows, prefetch3, quant_index, scale_index, DecodePlan};
 use crate::quant::{BlockQ8A, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -41,8 +41,7 @@ pub(super) unsafe fn gemv(w: &[BlockQ8_0], nbw: usize, x: &[BlockQ8A], rows: usi
         static PAIRS: RefCell<Vec<XPair>> = const { RefCell::new(Vec::new()) };
     }
     let prep = |xs: &mut Vec<XPair>| xs.extend(x[..nbw].chunks(2).map(|c| prepare(c)));
-    let (l1, l2) = (|w: &[_], xs: &[_], a| row::<false>(w, xs, a), |w: &[_], xs: &[_], a| row::<true>(w, xs, a));
-    gemv_one_row(&PAIRS, prep, w, nbw, rows, out, ldo, l1, l2)
+    gemv_rows(&PAIRS, prep, w, nbw, rows, out, ldo, None, |w, xs, plan| row(w, xs, plan))
 }
 
 /// Up to 2 activation blocks (a missing second block is zero).
@@ -64,7 +63,7 @@ fn prepare(blocks: &[BlockQ8A]) -> XPair {
 
 /// One weight row (`w.len()` blocks) against the prepared activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,f16c")]
-fn row<const L2: bool>(w: &[BlockQ8_0], xs: &[XPair], ahead: usize) -> f32 {
+fn row(w: &[BlockQ8_0], xs: &[XPair], plan: DecodePlan) -> f32 {
     let nbw = w.len();
     assert!(xs.len() >= nbw.div_ceil(2));
     let flip = _mm512_set1_epi8(-128);
@@ -87,7 +86,7 @@ fn row<const L2: bool>(w: &[BlockQ8_0], xs: &[XPair], ahead: usize) -> f32 {
         // Prefetches never fault.
         unsafe {
             let p = w.as_ptr().add(b).cast::<u8>();
-            prefetch3::<L2>(p.cast(), ahead);
+            prefetch3(p.cast(), plan);
             let (a, hi, c) = if n == 4 {
                 (
                     _mm512_loadu_si512(p.cast()),
