@@ -70,6 +70,14 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x.to_f32() * y).sum()
 }
 
+/// `out[l] = Σ_i a[i]·x[l + i]`; `x` must hold `out.len() - 1 + a.len()` samples.
+pub fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
+    assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
+    for (l, o) in out.iter_mut().enumerate() {
+        *o = dot_f32(a, &x[l..l + a.len()]);
+    }
+}
+
 /// y += a * x
 pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);

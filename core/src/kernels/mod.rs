@@ -55,6 +55,9 @@ pub struct Kernels {
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    /// Cross-correlation `out[l] = Σ_i a[i]·x[l + i]` for every lag `l < out.len()` (the
+    /// punctuation model's pitch tracker: one call per frame instead of one dot per lag).
+    pub xcorr_f32: fn(a: &[f32], x: &[f32], out: &mut [f32]),
     /// Σ a·b with int8 `a` (q8_0 KV cache rows; the caller applies the row scale).
     pub dot_i8: fn(&[i8], &[f32]) -> f32,
     /// y += alpha · x with int8 `x`.
@@ -131,6 +134,7 @@ pub static SCALAR: Kernels = Kernels {
     dot_f16: generic::dot_f16,
     axpy_f32: generic::axpy_f32,
     axpy_f16: generic::axpy_f16,
+    xcorr_f32: generic::xcorr_f32,
     dot_i8: generic::dot_i8,
     axpy_i8: generic::axpy_i8,
     dot_rows_f16: generic::dot_rows_f16,

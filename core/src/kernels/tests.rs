@@ -159,6 +159,24 @@ fn gemm_q4k_matches_scalar() {
 }
 
 #[test]
+fn xcorr_matches_scalar() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for k in simd_sets() {
+        for (w, lags) in [(0, 5), (1, 1), (7, 0), (100, 59), (101, 33), (13, 8), (9, 31), (64, 45), (3, 70)] {
+            let a: Vec<f32> = (0..w).map(|_| extreme_f32(&mut rng)).collect();
+            let x: Vec<f32> = (0..w + lags).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let (mut got, mut want) = (vec![f32::NAN; lags], vec![0f32; lags]);
+            (k.xcorr_f32)(&a, &x, &mut got);
+            generic::xcorr_f32(&a, &x, &mut want);
+            for l in 0..lags {
+                let mag: f64 = (0..w).map(|i| (a[i] * x[l + i]).abs() as f64).sum();
+                check_close(k.isa, &format!("xcorr_f32 w={w} lag={l}/{lags}"), got[l], want[l], mag);
+            }
+        }
+    }
+}
+
+#[test]
 fn float_kernels_match_scalar() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for k in simd_sets() {

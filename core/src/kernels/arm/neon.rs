@@ -36,6 +36,7 @@ static NEON: Kernels = Kernels {
     dot_f16: generic::dot_f16,
     axpy_f32,
     axpy_f16: generic::axpy_f16,
+    xcorr_f32,
     dot_i8,
     axpy_i8,
     dot_rows_f16: |q, r, o| generic::dot_rows_with(generic::dot_f16, q, r, o),
@@ -337,6 +338,38 @@ unsafe fn gemm_q4_0_i8mm_impl(
             let xr = unsafe { x.get_unchecked(t * nbx..t * nbx + nbw) };
             unsafe { *out.get_unchecked_mut(r * ldo + t) = dot_q4_0_sdot(wr, xr) };
         }
+    }
+}
+
+/// Lags in blocks of 16 (four accumulators of 4); a last partial block is moved back to end at
+/// the last lag, as in the AVX2 kernel.
+fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
+    assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
+    let (n, w) = (out.len(), a.len());
+    if n < 16 {
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = dot_f32(a, &x[l..l + w]);
+        }
+        return;
+    }
+    let mut l = 0;
+    loop {
+        // SAFETY: the assert keeps every load x[l + i], l + 16 <= out.len(), i < a.len(), in bounds.
+        unsafe {
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for (i, &ai) in a.iter().enumerate() {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    *acc = vfmaq_n_f32(*acc, vld1q_f32(x.as_ptr().add(l + i + 4 * k)), ai);
+                }
+            }
+            for (k, acc) in acc.iter().enumerate() {
+                vst1q_f32(out.as_mut_ptr().add(l + 4 * k), *acc);
+            }
+        }
+        if l + 16 == n {
+            return;
+        }
+        l = (l + 16).min(n - 16);
     }
 }
 

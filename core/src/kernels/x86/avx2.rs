@@ -76,6 +76,7 @@ static AVX2: Kernels = Kernels {
     dot_f16,
     axpy_f32,
     axpy_f16,
+    xcorr_f32,
     dot_i8,
     axpy_i8,
     dot_rows_f16,
@@ -314,6 +315,12 @@ fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
     unsafe { axpy_f32_impl(a, &x[..n], &mut y[..n]) }
 }
 
+fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
+    assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
+    // SAFETY: the assert keeps every load x[l + i], l < out.len(), i < a.len(), in bounds.
+    unsafe { xcorr_f32_impl(a, x, out) }
+}
+
 fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     let n = x.len().min(y.len());
     unsafe { axpy_f16_impl(a, &x[..n], &mut y[..n]) }
@@ -371,6 +378,38 @@ unsafe fn quantize_q8a_impl(x: &[f32], out: &mut [BlockQ8A]) {
         unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q) };
         b.d = d;
         b.s = d * sum as f32;
+    }
+}
+
+/// Lags in blocks of 32 (four accumulators of 8, so the FMAs do not wait on each other); each
+/// sample of `a` is broadcast once per block and multiplied into every lag of it. A last
+/// partial block is moved back to end at the last lag (recomputing a few), so pitch frames'
+/// ~60 lags take two full blocks instead of a latency-bound tail.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn xcorr_f32_impl(a: &[f32], x: &[f32], out: &mut [f32]) {
+    let (n, w) = (out.len(), a.len());
+    if n < 32 {
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = unsafe { dot_f32_impl(a, &x[l..l + w]) };
+        }
+        return;
+    }
+    let mut l = 0;
+    loop {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (i, &ai) in a.iter().enumerate() {
+            let h = _mm256_set1_ps(ai);
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(h, unsafe { _mm256_loadu_ps(x.as_ptr().add(l + i + 8 * k)) }, *acc);
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(l + 8 * k), *acc) };
+        }
+        if l + 32 == n {
+            return;
+        }
+        l = (l + 32).min(n - 32);
     }
 }
 
