@@ -5,7 +5,7 @@ per-word acoustic features are then computed by PocketLM's own Rust code
 (`pocketlm punct-data features`), the same code that runs on the device.
 
     scripts/punct/gen_data.py --texts A.txt B.txt --out DIR --utterances 8000 --seed 1 \
-        [--voices train|unseen] [--workers 2]
+        [--voices train|unseen] [--workers 2] [--text-only]
 
 Reproducible from the seed: each worker synthesizes a fixed list of utterances in a fixed
 order in its own espeak-ng instance (espeak's output depends on the calls before it in the same
@@ -231,6 +231,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--voices", choices=["train", "unseen"], default="train")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--text-only", action="store_true",
+                    help="write OUT/text.jsonl (words and labels, no speech) for train.py --text-extra")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     sents = []
@@ -240,6 +242,16 @@ def main():
         sys.exit("no usable sentences in " + " ".join(a.texts))
     utts = make_utterances(sents, a.utterances, rng)
     os.makedirs(a.out, exist_ok=True)
+    if a.text_only:
+        # Text-only utterances train the text path (the model's fallback without audio) on far
+        # more text than espeak could read in the time: no audio, so no features to compute.
+        path = os.path.join(a.out, "text.jsonl")
+        with open(path + ".tmp", "w") as f:
+            for u in utts:
+                f.write(json.dumps({"words": u["words"], "labels": u["labels"]}) + "\n")
+        os.replace(path + ".tmp", path)
+        print(f"{len(utts)} text-only utterances, {len(sents)} sentences -> {path}", file=sys.stderr)
+        return
     if a.voices == "train":
         voices, variants, rates = TRAIN_VOICES, TRAIN_VARIANTS, (140, 220)
     else:

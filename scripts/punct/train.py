@@ -32,10 +32,13 @@ DROPOUT = 0.25
 
 
 def load(path):
+    """(words, labels, features) per utterance; features None for text-only lines (gen_data.py
+    --text-only), which always train the text path alone."""
     data = []
     for line in open(path):
         r = json.loads(line)
-        data.append((r["words"], np.array(r["labels"], dtype=np.int64), np.array(r["feats"], dtype=np.float32)))
+        feats = np.array(r["feats"], dtype=np.float32) if "feats" in r else None
+        data.append((r["words"], np.array(r["labels"], dtype=np.int64), feats))
     return data
 
 
@@ -159,11 +162,13 @@ def batchify(items, projector, mean, std, rng, augment, dropout):
     for b, (words, labels, feats) in enumerate(items):
         n = len(words)
         proj[b, :n] = np.stack([projector(w) for w in words])
+        lab[b, :n] = labels
+        mask[b, :n] = 1
+        if feats is None:
+            continue
         f = perturb(feats, labels, rng) if augment and rng.random() < augment else feats
         if not (dropout and rng.random() < dropout):
             ac[b, :n] = (f - mean) / std
-        lab[b, :n] = labels
-        mask[b, :n] = 1
     return torch.from_numpy(proj), torch.from_numpy(ac), torch.from_numpy(lab), torch.from_numpy(mask)
 
 
@@ -216,6 +221,8 @@ def main():
     ap.add_argument("--no-text", action="store_true", help="diagnosis: zero the word projections (acoustic only)")
     ap.add_argument("--max-train", type=int, default=0, help="use only the first N training utterances")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--text-extra", help="text-only utterances (gen_data.py --text-only) mixed into every epoch")
+    ap.add_argument("--eval-every", type=int, default=1, help="evaluate on --test every N epochs (and the last)")
     a = ap.parse_args()
     test_fo_pool()
     torch.manual_seed(a.seed)
@@ -227,6 +234,8 @@ def main():
     if a.no_text:
         Projector.__call__ = lambda self, w: np.zeros(F, np.float32)
     allf = np.concatenate([f for _, _, f in train])
+    if a.text_extra:
+        train += load(a.text_extra)
     mean, std = allf.mean(0), allf.std(0) + 1e-3
     mean[N_AC - 1], std[N_AC - 1] = 0.0, 1.0  # the "audio present" flag stays 1
     projector = Projector()
@@ -258,6 +267,9 @@ def main():
             opt.step()
             sched.step()
             total += float(loss)
+        if (ep + 1) % a.eval_every and ep + 1 < a.epochs:
+            print(f"epoch {ep + 1}: loss {total / len(batches):.4f}  ({time.time() - t0:.0f} s)", flush=True)
+            continue
         f1 = micro_f1(model, test, projector, mean, std)
         f1n = micro_f1(model, test, projector, mean, std, noisy=True)
         f1t = micro_f1(model, test, projector, mean, std, text_only=True)

@@ -97,8 +97,7 @@ pub fn word_features(audio: &Audio, timings: &[WordTiming]) -> Vec<[f32; N_ACOUS
     let dur = audio.samples.len() as f32 / audio.sample_rate as f32;
     let tracker = PitchTracker::new(sr);
     let mut scratch = Scratch::default();
-    let frames: Vec<Vec<Frame>> =
-        timings.iter().map(|w| tracker.frames(&sig, w.start, w.end, &mut scratch)).collect();
+    let frames: Vec<Vec<Frame>> = timings.iter().map(|w| tracker.frames(&sig, w.start, w.end, &mut scratch)).collect();
 
     // Utterance references: median voiced pitch and median frame energy.
     let mut sts: Vec<f32> = frames.iter().flatten().filter_map(|f| f.st).collect();
