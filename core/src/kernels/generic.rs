@@ -72,9 +72,16 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
 
 /// `out[l] = Σ_i a[i]·x[l + i]`; `x` must hold `out.len() - 1 + a.len()` samples.
 pub fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
+    xcorr_with(dot_f32, a, x, out)
+}
+
+/// [`xcorr_f32`] one lag at a time with a one-row dot: the reference, and the SIMD kernels'
+/// path for too few lags to fill their blocks.
+#[inline(always)]
+pub fn xcorr_with(dot: impl Fn(&[f32], &[f32]) -> f32, a: &[f32], x: &[f32], out: &mut [f32]) {
     assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
     for (l, o) in out.iter_mut().enumerate() {
-        *o = dot_f32(a, &x[l..l + a.len()]);
+        *o = dot(a, &x[l..l + a.len()]);
     }
 }
 

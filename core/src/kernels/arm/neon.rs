@@ -344,14 +344,11 @@ unsafe fn gemm_q4_0_i8mm_impl(
 /// Lags in blocks of 16 (four accumulators of 4); a last partial block is moved back to end at
 /// the last lag, as in the AVX2 kernel.
 fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
-    assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
-    let (n, w) = (out.len(), a.len());
+    let n = out.len();
     if n < 16 {
-        for (l, o) in out.iter_mut().enumerate() {
-            *o = dot_f32(a, &x[l..l + w]);
-        }
-        return;
+        return generic::xcorr_with(dot_f32, a, x, out);
     }
+    assert!(x.len() + 1 >= n + a.len(), "xcorr: x too short");
     let mut l = 0;
     loop {
         // SAFETY: the assert keeps every load x[l + i], l + 16 <= out.len(), i < a.len(), in bounds.

@@ -316,7 +316,10 @@ fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 fn xcorr_f32(a: &[f32], x: &[f32], out: &mut [f32]) {
-    assert!(out.is_empty() || x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
+    if out.len() < 32 {
+        return crate::kernels::generic::xcorr_with(dot_f32, a, x, out);
+    }
+    assert!(x.len() + 1 >= out.len() + a.len(), "xcorr: x too short");
     // SAFETY: the assert keeps every load x[l + i], l < out.len(), i < a.len(), in bounds.
     unsafe { xcorr_f32_impl(a, x, out) }
 }
@@ -385,15 +388,10 @@ unsafe fn quantize_q8a_impl(x: &[f32], out: &mut [BlockQ8A]) {
 /// sample of `a` is broadcast once per block and multiplied into every lag of it. A last
 /// partial block is moved back to end at the last lag (recomputing a few), so pitch frames'
 /// ~60 lags take two full blocks instead of a latency-bound tail.
+/// Requires `out.len() >= 32` (the safe wrapper takes shorter ones one lag at a time).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn xcorr_f32_impl(a: &[f32], x: &[f32], out: &mut [f32]) {
-    let (n, w) = (out.len(), a.len());
-    if n < 32 {
-        for (l, o) in out.iter_mut().enumerate() {
-            *o = unsafe { dot_f32_impl(a, &x[l..l + w]) };
-        }
-        return;
-    }
+    let n = out.len();
     let mut l = 0;
     loop {
         let mut acc = [_mm256_setzero_ps(); 4];
