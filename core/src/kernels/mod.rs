@@ -51,6 +51,10 @@ pub struct Kernels {
     pub gemm_q4_0: GemmFn<BlockQ4_0>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
     pub gemm_q4k: GemmFn<BlockQ4K>,
+    /// Tokens per gemm call in prefill. The row-major tiles want 64, whose activations stay in
+    /// L2 while a chunk of rows streams past them; the packed AVX-512 gemm wants all of them,
+    /// since it unpacks its rows once per call.
+    pub prefill_tokens: usize,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
@@ -130,6 +134,7 @@ pub static SCALAR: Kernels = Kernels {
     gemm_q4_0: scalar_gemm_q4_0,
     gemm_q8_0: scalar_gemm_q8_0,
     gemm_q4k: scalar_gemm_q4k,
+    prefill_tokens: 64,
     dot_f32: generic::dot_f32,
     dot_f16: generic::dot_f16,
     axpy_f32: generic::axpy_f32,

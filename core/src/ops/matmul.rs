@@ -38,8 +38,6 @@ const ROWS_PER_TASK: usize = 16;
 /// Weight rows per task for single-token decode, where nothing is reused across tokens and a
 /// kernel call's fixed cost (rearranging the activations) is better spread over more rows.
 const DECODE_ROWS_PER_TASK: usize = 64;
-/// Tokens per tile: 64 tokens of 2560 activations are 200 KB of int8 blocks (L2-resident).
-const TOKENS_PER_TILE: usize = 64;
 
 /// Calls of at most this many tokens run the single-token kernel once per token over each
 /// chunk of rows (the chunk read from memory for the first token, from cache for the rest):
@@ -117,8 +115,8 @@ fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32
             }
             return;
         }
-        for t0 in (0..n_tok).step_by(TOKENS_PER_TILE) {
-            let toks = TOKENS_PER_TILE.min(n_tok - t0);
+        for t0 in (0..n_tok).step_by(k.prefill_tokens) {
+            let toks = k.prefill_tokens.min(n_tok - t0);
             gemm(wchunk, nbw, &acts[t0 * nbx..(t0 + toks) * nbx], nbx, rows, toks, &mut chunk[t0..], n_tok);
         }
     });

@@ -32,6 +32,7 @@ static NEON: Kernels = Kernels {
     gemm_q4_0: gemm_q4_0_neon,
     gemm_q8_0: gemm_q8_0_neon,
     gemm_q4k: gemm_q4k_neon,
+    prefill_tokens: 64,
     dot_f32,
     dot_f16: generic::dot_f16,
     axpy_f32,

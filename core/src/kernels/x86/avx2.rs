@@ -46,6 +46,7 @@ static AVX512_VNNI: Kernels = Kernels {
     gemm_q4_0: gemm_q4_0_avx512,
     gemm_q4k: gemm_q4k_avx512,
     gemm_q8_0: gemm_q8_0_avx512,
+    prefill_tokens: usize::MAX,
     dot_tiles_q4: super::kv_q4::dot_tiles_zmm,
     axpy_tiles_q4: super::kv_q4::axpy_tiles_zmm,
     ..AVX2
@@ -72,6 +73,7 @@ static AVX2: Kernels = Kernels {
     gemm_q4_0: gemm_q4_0_avx2,
     gemm_q8_0,
     gemm_q4k,
+    prefill_tokens: 64,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -224,71 +226,49 @@ macro_rules! gemm_entry {
 }
 
 gemm_entry!(gemm_q4_0_avx2, BlockQ4_0, 1, super::q4_0::gemm_avx2);
-gemm_entry!(gemm_q4_0_avx512, BlockQ4_0, 1, super::q4_0::gemm_avx512);
 gemm_entry!(gemm_q4_0_vnni, BlockQ4_0, 1, super::q4_0::gemm_vnni);
 gemm_entry!(gemm_q8_0, BlockQ8_0, 1, super::q8_0::gemm_avx2);
 gemm_entry!(gemm_q8_0_vnni, BlockQ8_0, 1, super::q8_0::gemm_vnni);
-gemm_entry!(gemm_q8_0_avx512, BlockQ8_0, 1, super::q8_0::gemm_avx512);
 gemm_entry!(gemm_q4k, BlockQ4K, 8, super::q4k::gemm_avx2);
 gemm_entry!(gemm_q4k_vnni, BlockQ4K, 8, super::q4k::gemm_vnni);
-gemm_entry!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512);
 
-fn gemm_q4_0_zmm(
-    w: &[BlockQ4_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    if toks == 1 {
-        unsafe { super::q4_0_zmm::gemv(w, nbw, x, rows, out, ldo) }
-    } else {
-        unsafe { super::q4_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
-    }
+/// The AVX-512 entry points: a single token through the 512-bit gemv if given, calls of at
+/// least `packed_zmm::MIN_TOKS` tokens through the packed prefill gemm, the few-token calls in
+/// between (speculative verification, short prompts) through the row-major tiles.
+macro_rules! gemm_entry_zmm {
+    ($name:ident, $block:ty, $per:expr, $tiles:path, $packed:path $(, $gemv:path)?) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            w: &[$block],
+            nbw: usize,
+            x: &[BlockQ8A],
+            nbx: usize,
+            rows: usize,
+            toks: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
+            assert!(nbx >= nbw * $per);
+            $(if toks == 1 {
+                return unsafe { $gemv(w, nbw, x, rows, out, ldo) };
+            })?
+            if toks >= super::packed_zmm::MIN_TOKS {
+                unsafe { $packed(w, nbw, x, nbx, rows, toks, out, ldo) }
+            } else {
+                unsafe { $tiles(w, nbw, x, nbx, rows, toks, out, ldo) }
+            }
+        }
+    };
 }
 
-fn gemm_q8_0_zmm(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw);
-    if toks == 1 {
-        unsafe { super::q8_0_zmm::gemv(w, nbw, x, rows, out, ldo) }
-    } else {
-        unsafe { super::q8_0::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
-    }
-}
-
-fn gemm_q4k_zmm(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-    assert!(nbx >= nbw * 8);
-    if toks == 1 {
-        unsafe { super::q4k_zmm::gemv(w, nbw, x, rows, out, ldo) }
-    } else {
-        unsafe { super::q4k::gemm_avx512(w, nbw, x, nbx, rows, toks, out, ldo) }
-    }
-}
+use super::packed_zmm;
+gemm_entry_zmm!(gemm_q4_0_avx512, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed_zmm::gemm_q4_0);
+gemm_entry_zmm!(gemm_q8_0_avx512, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed_zmm::gemm_q8_0);
+gemm_entry_zmm!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512, packed_zmm::gemm_q4k);
+gemm_entry_zmm!(gemm_q4_0_zmm, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed_zmm::gemm_q4_0, super::q4_0_zmm::gemv);
+gemm_entry_zmm!(gemm_q8_0_zmm, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed_zmm::gemm_q8_0, super::q8_0_zmm::gemv);
+gemm_entry_zmm!(gemm_q4k_zmm, BlockQ4K, 8, super::q4k::gemm_avx512, packed_zmm::gemm_q4k, super::q4k_zmm::gemv);
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

@@ -28,6 +28,7 @@ macro_rules! drive_4x2 {
 
 pub mod avx2;
 mod kv_q4;
+mod packed_zmm;
 mod q4_0;
 mod q4_0_zmm;
 mod q4k;
