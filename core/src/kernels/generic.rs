@@ -18,6 +18,7 @@ pub fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
         }
         b.d = d;
         b.s = d * sum as f32;
+        b.sum = sum;
     }
 }
 

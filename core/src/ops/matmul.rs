@@ -54,34 +54,75 @@ fn small_batch() -> usize {
 /// `y[t][r] = x[t] · W[r] (+ bias[r])` for `n_tok` tokens; `x` is [n_tok][cols], `y` [n_tok][rows].
 pub fn matmul(w: MatRef, bias: Option<&[f32]>, x: &[f32], n_tok: usize, y: &mut [f32]) {
     let k = kernels::best();
-    let (rows, cols) = (w.rows, w.cols);
-    debug_assert_eq!(x.len(), n_tok * cols);
-    debug_assert_eq!(y.len(), n_tok * rows);
-    // Work in [rows][n_tok] so each task owns a contiguous output chunk, then transpose.
-    let mut yt = vec![0f32; rows * n_tok];
+    assert_eq!(x.len(), n_tok * w.cols, "matmul: activations");
+    assert_eq!(y.len(), n_tok * w.rows, "matmul: output");
+    let out = Output { y: y.as_mut_ptr(), rows: w.rows, n_tok, bias };
     match w.ty {
-        GgmlType::F32 | GgmlType::F16 => float_rows(k, w, x, n_tok, &mut yt),
-        GgmlType::Q4_0 => quant_rows(w, x, n_tok, &mut yt, k, k.gemm_q4_0),
-        GgmlType::Q8_0 => quant_rows(w, x, n_tok, &mut yt, k, k.gemm_q8_0),
-        GgmlType::Q4K => quant_rows(w, x, n_tok, &mut yt, k, k.gemm_q4k),
+        GgmlType::F32 | GgmlType::F16 => float_rows(k, w, x, &out),
+        GgmlType::Q4_0 => quant_rows(w, x, &out, k, k.gemm_q4_0),
+        GgmlType::Q8_0 => quant_rows(w, x, &out, k, k.gemm_q8_0),
+        GgmlType::Q4K => quant_rows(w, x, &out, k, k.gemm_q4k),
         other => unreachable!("weight type {other} is rejected at load"),
-    }
-    for t in 0..n_tok {
-        let yr = &mut y[t * rows..(t + 1) * rows];
-        for (r, v) in yr.iter_mut().enumerate() {
-            *v = yt[r * n_tok + t] + bias.map_or(0.0, |b| b[r]);
-        }
     }
 }
 
-fn float_rows(k: &Kernels, w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32]) {
-    let cols = w.cols;
+/// The [n_tok][rows] output, written by the row-chunk tasks: each task computes its rows for
+/// every token into its own [rows][n_tok] buffer (the kernels' layout), then stores them, with
+/// the bias, into its own columns of `y` while they are still in its cache. (A separate
+/// transpose pass over the whole output was a tenth of a pp512 profile, waiting on loads.)
+struct Output<'a> {
+    y: *mut f32,
+    rows: usize,
+    n_tok: usize,
+    bias: Option<&'a [f32]>,
+}
+
+// SAFETY: tasks write disjoint elements of `y` (see `Output::store`), which outlives the
+// parallel loop (borrowed mutably by `matmul` for the whole call).
+unsafe impl Sync for Output<'_> {}
+
+impl Output<'_> {
+    /// Stores rows `r0..` of every token from `chunk` ([rows][n_tok]).
+    fn store(&self, r0: usize, chunk: &[f32]) {
+        let n = chunk.len() / self.n_tok;
+        assert!(r0 + n <= self.rows);
+        for t in 0..self.n_tok {
+            for r in 0..n {
+                let b = self.bias.map_or(0.0, |b| b[r0 + r]);
+                // SAFETY: in bounds (t < n_tok, r0 + r < rows, y is n_tok x rows), and row
+                // chunks are disjoint, so no other task writes this element.
+                unsafe { *self.y.add(t * self.rows + r0 + r) = chunk[r * self.n_tok + t] + b };
+            }
+        }
+    }
+
+    /// Runs `work(r0, chunk)` over chunks of `per_task` rows in parallel, each filling its
+    /// [rows][n_tok] chunk, and stores the results.
+    fn par_rows(&self, per_task: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+        (0..self.rows.div_ceil(per_task)).into_par_iter().for_each(|ci| {
+            let r0 = ci * per_task;
+            let mut chunk = vec![0f32; per_task.min(self.rows - r0) * self.n_tok];
+            work(r0, &mut chunk);
+            self.store(r0, &chunk);
+        });
+    }
+}
+
+thread_local! {
+    /// Activation blocks of one call, kept per thread between calls: allocated fresh, a
+    /// prefill's 2 MB of them came from new pages every call, and faulting them in (the kernel
+    /// zeroing each page) showed in profiles. A call takes the buffer out and puts it back, so
+    /// a nested call on the same thread (rayon work stealing) just allocates its own.
+    static ACTS: std::cell::Cell<Vec<BlockQ8A>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn float_rows(k: &Kernels, w: MatRef, x: &[f32], out: &Output) {
+    let (cols, n_tok) = (w.cols, out.n_tok);
     let rb = w.row_bytes();
-    yt.par_chunks_mut(ROWS_PER_TASK * n_tok).enumerate().for_each(|(ci, chunk)| {
-        for (i, out) in chunk.chunks_exact_mut(n_tok).enumerate() {
-            let r = ci * ROWS_PER_TASK + i;
-            let row = &w.data[r * rb..(r + 1) * rb];
-            for (t, o) in out.iter_mut().enumerate() {
+    out.par_rows(ROWS_PER_TASK, |r0, chunk| {
+        for (i, o) in chunk.chunks_exact_mut(n_tok).enumerate() {
+            let row = &w.data[(r0 + i) * rb..(r0 + i + 1) * rb];
+            for (t, o) in o.iter_mut().enumerate() {
                 let xt = &x[t * cols..(t + 1) * cols];
                 *o = match w.ty {
                     GgmlType::F32 => (k.dot_f32)(bytemuck::cast_slice(row), xt),
@@ -93,20 +134,25 @@ fn float_rows(k: &Kernels, w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32]) {
 }
 
 /// Quantizes activations once, then runs the ISA's gemm over row chunks x token tiles.
-fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32], k: &Kernels, gemm: GemmFn<B>) {
-    let nbx = w.cols / QK;
-    let mut acts = vec![BlockQ8A::ZERO; n_tok * nbx];
+fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], out: &Output, k: &Kernels, gemm: GemmFn<B>) {
+    let (nbx, n_tok) = (w.cols / QK, out.n_tok);
+    let mut buf = ACTS.take();
+    if buf.len() < n_tok * nbx {
+        buf.resize(n_tok * nbx, BlockQ8A::ZERO);
+    }
+    // Every block used is overwritten here.
+    let acts = &mut buf[..n_tok * nbx];
     if n_tok == 1 {
-        (k.quantize_q8a)(x, &mut acts); // not worth waking a worker for
+        (k.quantize_q8a)(x, acts); // not worth waking a worker for
     } else {
         acts.par_chunks_mut(nbx).zip(x.par_chunks(w.cols)).for_each(|(a, xr)| (k.quantize_q8a)(xr, a));
     }
+    let acts = &*acts;
     let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
     let nbw = blocks.len() / w.rows.max(1);
     let per_token = n_tok <= small_batch();
     let per_task = if per_token { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
-    yt.par_chunks_mut(per_task * n_tok).enumerate().for_each(|(ci, chunk)| {
-        let r0 = ci * per_task;
+    out.par_rows(per_task, |r0, chunk| {
         let rows = chunk.len() / n_tok;
         let wchunk = &blocks[r0 * nbw..(r0 + rows) * nbw];
         if per_token {
@@ -120,4 +166,5 @@ fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], n_tok: usize, yt: &mut [f32
             gemm(wchunk, nbw, &acts[t0 * nbx..(t0 + toks) * nbx], nbx, rows, toks, &mut chunk[t0..], n_tok);
         }
     });
+    ACTS.set(buf);
 }

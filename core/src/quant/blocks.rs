@@ -21,24 +21,28 @@ pub struct BlockQ4K {
     pub qs: [u8; QK_K / 2],
 }
 
-/// Activations quantized once per matmul: 32 int8 values, their scale, and the scaled sum
-/// `s = d * Σ qs`, which folds the Q4_0 offset (-8) and the Q4_K mins into one multiply.
+/// Activations quantized once per matmul: 32 int8 values, their scale, the scaled sum
+/// `s = d * Σ qs`, which folds the Q4_0 offset (-8) and the Q4_K mins into one multiply, and
+/// the exact integer sum, with which the packed AVX-512 gemm removes the Q4_0 and Q8_0 weight
+/// offsets before any rounding (Q8_0 weights are stored +128 there, and removing 128·s in
+/// float lost precision to cancellation).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockQ8A {
     pub d: f32,
     pub s: f32,
     pub qs: [i8; QK],
+    pub sum: i32,
 }
 
 impl BlockQ8A {
-    pub const ZERO: Self = BlockQ8A { d: 0.0, s: 0.0, qs: [0; QK] };
+    pub const ZERO: Self = BlockQ8A { d: 0.0, s: 0.0, qs: [0; QK], sum: 0 };
 }
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
-const _: () = assert!(std::mem::size_of::<BlockQ8A>() == 40);
+const _: () = assert!(std::mem::size_of::<BlockQ8A>() == 44);
 const _: () = assert!(std::mem::align_of::<BlockQ4_0>() == 2);
 const _: () = assert!(std::mem::align_of::<BlockQ8_0>() == 2);
 const _: () = assert!(std::mem::align_of::<BlockQ4K>() == 2);

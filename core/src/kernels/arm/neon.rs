@@ -94,7 +94,8 @@ unsafe fn quantize_block(xs: &[f32], b: &mut BlockQ8A) {
             vst1_s8(b.qs.as_mut_ptr().add(8 * h), vqmovn_s16(s16));
         }
         b.d = d;
-        b.s = d * vaddvq_s32(sum) as f32;
+        b.sum = vaddvq_s32(sum);
+        b.s = d * b.sum as f32;
     }
 }
 

@@ -361,6 +361,7 @@ unsafe fn quantize_q8a_impl(x: &[f32], out: &mut [BlockQ8A]) {
         unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q) };
         b.d = d;
         b.s = d * sum as f32;
+        b.sum = sum;
     }
 }
 

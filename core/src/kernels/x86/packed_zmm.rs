@@ -7,14 +7,15 @@
 //! bytes, and the 16 rows' scales and offsets. A token's 4 matching activation bytes are
 //! broadcast to every lane (an embedded-broadcast operand of `vpdpbusd`), so 8 `vpdpbusd` leave
 //! the 16 rows' exact block sums in one register with nothing to reduce, and a convert and
-//! three float operations apply the scales:
+//! two float operations apply the scales: acc += (d ⊙ dx) · Σ (q − o)·x.
 //!
-//!     acc += (d ⊙ dx) · Σ q·x − c ⊙ s        (s = dx · Σ x, from the activation block)
-//!
-//! where a weight is `d·q − c` with unsigned `q`: Q4_0 `c = 8·d`; Q8_0 stores `q + 128`, so
-//! `c = 128·d`; Q4_K `d = d·scale_j` and `c = dmin·min_j`. The unpacking costs a few gathers
-//! per block and row group, once per call; prefill calls carry a whole batch of tokens
-//! ([`crate::kernels::Kernels::prefill_tokens`]), which pays for it many times over.
+//! A weight is `d·(q − o)` with unsigned `q`: Q4_0 has `o = 8`, and Q8_0 is stored `q + 128`
+//! (`o = 128`). The offset is removed exactly, in the integer domain, by starting the block's
+//! sums at `−o·Σx` (the activation block's integer sum). Q4_K's offset is a per-row float,
+//! `dmin·min_j` with `d = d·scale_j`, so it is one more FMA: acc −= c ⊙ s with s = dx·Σx.
+//! The unpacking costs a few gathers per block and row group, once per call; prefill calls
+//! carry a whole batch of tokens ([`crate::kernels::Kernels::prefill_tokens`]), which pays for
+//! it many times over.
 
 use crate::quant::{q4k::scale_min, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0};
 use std::arch::x86_64::*;
@@ -36,7 +37,8 @@ struct Packed {
     q: [[u8; 64]; 8],
     /// Per row: the block scale `d`.
     d: [f32; LANES],
-    /// Per row: the weight offset `c` (a weight is `d·q − c`).
+    /// Per row: the float weight offset `c` of formats without an integer one (a weight is
+    /// `d·q − c`; Q4_K).
     c: [f32; LANES],
 }
 
@@ -79,6 +81,20 @@ unsafe fn gather_f16(base: *const u8, off: usize, idx: __m512i, live: __mmask16)
     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(unsafe { gather(base, off, idx, live) }))
 }
 
+/// Bytes ahead of the gathers that [`prefetch_rows`] asks for.
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Prefetches each of `n` rows `stride` bytes apart, [`PREFETCH_AHEAD`] bytes past `base`. A
+/// group's rows are 16 streams read side by side, more than the hardware prefetcher follows,
+/// so without this the gathers wait for DRAM a few lines at a time. Prefetches never fault.
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch_rows(base: *const u8, stride: usize, n: usize) {
+    for r in 0..n {
+        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(r * stride + PREFETCH_AHEAD).cast());
+    }
+}
+
 /// Stores a register into 64 bytes of a packed block.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -108,14 +124,13 @@ unsafe fn pack_q4_0(w: &[BlockQ4_0], nbw: usize, r0: usize, n: usize, out: &mut 
         // inside the 18-byte block (scale at 0, quants at 2..18).
         unsafe {
             let base = w.as_ptr().add(r0 * nbw + b).cast::<u8>();
+            prefetch_rows(base, nbw * 18, n);
             for j in 0..4 {
                 let q = gather(base, 2 + 4 * j, idx, live);
                 store(&mut p.q[j], _mm512_and_si512(q, m4));
                 store(&mut p.q[j + 4], _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
             }
-            let d = gather_f16(base, 0, idx, live);
-            store_ps(&mut p.d, d);
-            store_ps(&mut p.c, _mm512_mul_ps(d, _mm512_set1_ps(8.0)));
+            store_ps(&mut p.d, gather_f16(base, 0, idx, live));
         }
     }
 }
@@ -132,12 +147,11 @@ unsafe fn pack_q8_0(w: &[BlockQ8_0], nbw: usize, r0: usize, n: usize, out: &mut 
         // SAFETY: as in `pack_q4_0`; the 34-byte block has its scale at 0, quants at 2..34.
         unsafe {
             let base = w.as_ptr().add(r0 * nbw + b).cast::<u8>();
+            prefetch_rows(base, nbw * 34, n);
             for j in 0..8 {
                 store(&mut p.q[j], _mm512_xor_si512(gather(base, 2 + 4 * j, idx, live), flip));
             }
-            let d = gather_f16(base, 0, idx, live);
-            store_ps(&mut p.d, d);
-            store_ps(&mut p.c, _mm512_mul_ps(d, _mm512_set1_ps(128.0)));
+            store_ps(&mut p.d, gather_f16(base, 0, idx, live));
         }
     }
 }
@@ -155,6 +169,7 @@ unsafe fn pack_q4k(w: &[BlockQ4K], nbw: usize, r0: usize, n: usize, out: &mut [P
         for p in ps.iter_mut() {
             (p.d, p.c) = ([0.0; LANES], [0.0; LANES]);
         }
+        prefetch_rows(w[r0 * nbw + b..].as_ptr().cast(), nbw * 144, n);
         for r in 0..n {
             let blk = &w[(r0 + r) * nbw + b];
             let (d, dmin) = (blk.d.to_f32(), blk.dmin.to_f32());
@@ -177,19 +192,28 @@ unsafe fn pack_q4k(w: &[BlockQ4K], nbw: usize, r0: usize, n: usize, out: &mut [P
     }
 }
 
-/// `T` tokens against one packed row group: returns each token's 16 row results.
+/// `T` tokens against one packed row group: returns each token's 16 row results. `O` is the
+/// format's integer weight offset, or 0 for a float offset in [`Packed::c`].
 ///
 /// # Safety
 /// `x` must point at token 0's first activation block, with `T` tokens `nbx` blocks apart,
 /// each holding at least `p.len()` blocks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const T: usize>(p: &[Packed], x: *const BlockQ8A, nbx: usize) -> [__m512; T] {
+unsafe fn tile<const T: usize, const O: i32>(p: &[Packed], x: *const BlockQ8A, nbx: usize) -> [__m512; T] {
     let mut acc = [_mm512_setzero_ps(); T];
+    let neg_o = _mm512_set1_epi32(-O);
     for (kb, pb) in p.iter().enumerate() {
         // SAFETY: token t's block kb is in bounds by the contract above.
         let xb: [&BlockQ8A; T] = std::array::from_fn(|t| unsafe { &*x.add(t * nbx + kb) });
-        let mut dots = [_mm512_setzero_si512(); T];
+        // Σ (q − o)·x = Σ q·x − o·Σx, exact in i32 (at most 255·128·32 in magnitude).
+        let mut dots: [__m512i; T] = std::array::from_fn(|t| {
+            if O == 0 {
+                _mm512_setzero_si512()
+            } else {
+                _mm512_mullo_epi32(neg_o, _mm512_set1_epi32(xb[t].sum))
+            }
+        });
         for j in 0..8 {
             // SAFETY: 64 aligned bytes of the packed block.
             let wj = unsafe { _mm512_load_si512(pb.q[j].as_ptr().cast()) };
@@ -204,7 +228,9 @@ unsafe fn tile<const T: usize>(p: &[Packed], x: *const BlockQ8A, nbx: usize) -> 
         for t in 0..T {
             let scale = _mm512_mul_ps(d, _mm512_set1_ps(xb[t].d));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[t]), scale, acc[t]);
-            acc[t] = _mm512_fnmadd_ps(c, _mm512_set1_ps(xb[t].s), acc[t]);
+            if O == 0 {
+                acc[t] = _mm512_fnmadd_ps(c, _mm512_set1_ps(xb[t].s), acc[t]);
+            }
         }
     }
     acc
@@ -216,7 +242,7 @@ unsafe fn tile<const T: usize>(p: &[Packed], x: *const BlockQ8A, nbx: usize) -> 
 /// `x` must hold `toks` rows of `nbx >= p.len()` blocks and `out` `(r0 + n - 1) * ldo + toks`
 /// values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn run_group(
+unsafe fn run_group<const O: i32>(
     p: &[Packed],
     x: &[BlockQ8A],
     nbx: usize,
@@ -241,14 +267,14 @@ unsafe fn run_group(
         // SAFETY: tokens t0..t0 + T are in `x` (checked by the caller's bounds).
         unsafe {
             match toks - t0 {
-                1 => write(t0, &tile::<1>(p, xt, nbx)),
-                2 => write(t0, &tile::<2>(p, xt, nbx)),
-                3 => write(t0, &tile::<3>(p, xt, nbx)),
-                4 => write(t0, &tile::<4>(p, xt, nbx)),
-                5 => write(t0, &tile::<5>(p, xt, nbx)),
-                6 => write(t0, &tile::<6>(p, xt, nbx)),
-                7 => write(t0, &tile::<7>(p, xt, nbx)),
-                _ => write(t0, &tile::<TILE_TOKS>(p, xt, nbx)),
+                1 => write(t0, &tile::<1, O>(p, xt, nbx)),
+                2 => write(t0, &tile::<2, O>(p, xt, nbx)),
+                3 => write(t0, &tile::<3, O>(p, xt, nbx)),
+                4 => write(t0, &tile::<4, O>(p, xt, nbx)),
+                5 => write(t0, &tile::<5, O>(p, xt, nbx)),
+                6 => write(t0, &tile::<6, O>(p, xt, nbx)),
+                7 => write(t0, &tile::<7, O>(p, xt, nbx)),
+                _ => write(t0, &tile::<TILE_TOKS, O>(p, xt, nbx)),
             }
         }
         t0 += TILE_TOKS;
@@ -263,7 +289,7 @@ unsafe fn run_group(
 /// be safe to call on the CPU (AVX-512 VNNI present).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn gemm<B>(
+unsafe fn gemm<B, const O: i32>(
     w: &[B],
     nbw: usize,
     subs: usize,
@@ -283,7 +309,7 @@ unsafe fn gemm<B>(
             // the token and output bounds were checked by the caller.
             unsafe {
                 pack(w, nbw, r0, n, buf);
-                run_group(&buf[..nbw * subs], x, nbx, toks, r0, n, out, ldo);
+                run_group::<O>(&buf[..nbw * subs], x, nbx, toks, r0, n, out, ldo);
             }
         }
     })
@@ -302,7 +328,7 @@ pub(super) unsafe fn gemm_q4_0(
     ldo: usize,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { gemm(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q4_0) }
+    unsafe { gemm::<_, 8>(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q4_0) }
 }
 
 /// Q8_0 prefill. Safety: as for [`gemm`].
@@ -318,7 +344,7 @@ pub(super) unsafe fn gemm_q8_0(
     ldo: usize,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { gemm(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q8_0) }
+    unsafe { gemm::<_, 128>(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q8_0) }
 }
 
 /// Q4_K prefill. Safety: as for [`gemm`].
@@ -334,5 +360,5 @@ pub(super) unsafe fn gemm_q4k(
     ldo: usize,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { gemm(w, nbw, 8, x, nbx, rows, toks, out, ldo, pack_q4k) }
+    unsafe { gemm::<_, 0>(w, nbw, 8, x, nbx, rows, toks, out, ldo, pack_q4k) }
 }

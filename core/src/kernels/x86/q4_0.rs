@@ -6,7 +6,7 @@
 //! as matching halves). Each block pair yields an i32x8 whose lanes 0-3 belong to the first
 //! block and 4-7 to the second; three horizontal adds turn four such vectors into the 8 block
 //! sums, in lane order [0,2,4,6,1,3,5,7]. The weight scales (f16, 18 bytes apart) and the
-//! activation scales and sums (40 bytes apart) are gathered in that order, and the whole group
+//! activation scales and sums (44 bytes apart) are gathered in that order, and the whole group
 //! costs one convert and two FMAs: acc += dw ⊙ (dx ⊙ Σq·x − 8·s), which also removes Q4_0's
 //! offset of 8 (s = dx·Σx).
 
@@ -46,9 +46,17 @@ impl Scales {
     }
 }
 
-/// Byte offsets of a group's activation blocks (40 bytes) in reduced order, for gathering
-/// their scales directly when a call has too few tokens to pay for the tables.
-const X_OFFS: [i32; 8] = [0, 80, 160, 240, 40, 120, 200, 280];
+/// Byte offsets of a group's activation blocks in reduced order, for gathering their scales
+/// directly when a call has too few tokens to pay for the tables.
+const X_OFFS: [i32; 8] = {
+    let mut o = [0i32; 8];
+    let mut i = 0;
+    while i < 8 {
+        o[i] = (ORDER[i] * std::mem::size_of::<BlockQ8A>()) as i32;
+        i += 1;
+    }
+    o
+};
 /// Calls with at least this many tokens convert the scales into tables first.
 const TABLE_MIN_TOKENS: usize = 4;
 
