@@ -315,50 +315,27 @@ unsafe fn gemm<B, const O: i32>(
     })
 }
 
-/// Q4_0 prefill (see the module comment). Safety: as for [`gemm`].
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_q4_0(
-    w: &[BlockQ4_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { gemm::<_, 8>(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q4_0) }
+/// The per-format entry points: `gemm` with the format's unpacking, packed blocks per weight
+/// block and integer offset. Safety: as for [`gemm`].
+macro_rules! entry {
+    ($name:ident, $block:ty, $subs:expr, $offset:expr, $pack:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name(
+            w: &[$block],
+            nbw: usize,
+            x: &[BlockQ8A],
+            nbx: usize,
+            rows: usize,
+            toks: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { gemm::<_, $offset>(w, nbw, $subs, x, nbx, rows, toks, out, ldo, $pack) }
+        }
+    };
 }
 
-/// Q8_0 prefill. Safety: as for [`gemm`].
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_q8_0(
-    w: &[BlockQ8_0],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { gemm::<_, 128>(w, nbw, 1, x, nbx, rows, toks, out, ldo, pack_q8_0) }
-}
-
-/// Q4_K prefill. Safety: as for [`gemm`].
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_q4k(
-    w: &[BlockQ4K],
-    nbw: usize,
-    x: &[BlockQ8A],
-    nbx: usize,
-    rows: usize,
-    toks: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    // SAFETY: forwarded contract.
-    unsafe { gemm::<_, 0>(w, nbw, 8, x, nbx, rows, toks, out, ldo, pack_q4k) }
-}
+entry!(gemm_q4_0, BlockQ4_0, 1, 8, pack_q4_0);
+entry!(gemm_q8_0, BlockQ8_0, 1, 128, pack_q8_0);
+entry!(gemm_q4k, BlockQ4K, 8, 0, pack_q4k);
