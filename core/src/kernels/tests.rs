@@ -85,10 +85,10 @@ fn check_gemm<B>(
     for k in simd_sets() {
         for &nbw in blocks_per_row {
             let nbx = nbw * acts_per_block;
-            // Up to 5 tokens: the row-major tiles; 8 and more: the packed AVX-512 prefill gemm
+            // Up to 5 tokens: the row-major tiles; 16 and more: the packed AVX-512 prefill gemm
             // (row groups of 16 with a partial last group, token tiles of 8 with remainders).
             let shapes = [(1, 1), (4, 1), (7, 1), (9, 1), (13, 1), (4, 2), (5, 3), (7, 5), (9, 2), (3, 4)];
-            let packed = [(16, 8), (19, 9), (33, 17), (5, 12), (1, 15)];
+            let packed = [(16, 16), (19, 23), (33, 17), (5, 20), (1, 21)];
             for (rows, toks) in shapes.into_iter().chain(packed) {
                 let w: Vec<B> = (0..rows).flat_map(|_| make_row(&mut rng, nbw)).collect();
                 let x = random_acts(&mut rng, toks * nbx);

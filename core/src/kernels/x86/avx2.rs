@@ -234,7 +234,7 @@ gemm_entry!(gemm_q4k_vnni, BlockQ4K, 8, super::q4k::gemm_vnni);
 
 /// The AVX-512 entry points: a single token through the 512-bit gemv if given, calls of at
 /// least `packed_zmm::MIN_TOKS` tokens through the packed prefill gemm, the few-token calls in
-/// between (speculative verification, short prompts) through the row-major tiles.
+/// between (short prompts, chat turns) through the row-major tiles.
 macro_rules! gemm_entry_zmm {
     ($name:ident, $block:ty, $per:expr, $tiles:path, $packed:path $(, $gemv:path)?) => {
         #[allow(clippy::too_many_arguments)]
