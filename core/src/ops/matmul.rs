@@ -56,7 +56,7 @@ pub fn matmul(w: MatRef, bias: Option<&[f32]>, x: &[f32], n_tok: usize, y: &mut 
     let k = kernels::best();
     assert_eq!(x.len(), n_tok * w.cols, "matmul: activations");
     assert_eq!(y.len(), n_tok * w.rows, "matmul: output");
-    let out = Output { y: y.as_mut_ptr(), rows: w.rows, n_tok, bias };
+    let out = Output { y: y.as_mut_ptr(), rows: w.rows, n_tok, bias, _y: std::marker::PhantomData };
     match w.ty {
         GgmlType::F32 | GgmlType::F16 => float_rows(k, w, x, &out),
         GgmlType::Q4_0 => quant_rows(w, x, &out, k, k.gemm_q4_0),
@@ -75,6 +75,8 @@ struct Output<'a> {
     rows: usize,
     n_tok: usize,
     bias: Option<&'a [f32]>,
+    /// `y` is borrowed mutably from the caller for as long as this exists.
+    _y: std::marker::PhantomData<&'a mut [f32]>,
 }
 
 // SAFETY: tasks write disjoint elements of `y` (see `Output::store`), which outlives the
@@ -98,12 +100,16 @@ impl Output<'_> {
 
     /// Runs `work(r0, chunk)` over chunks of `per_task` rows in parallel, each filling its
     /// [rows][n_tok] chunk, and stores the results.
+    /// The chunk buffer is the worker's own, kept between tasks (decode runs ~13 000 tasks
+    /// per token); `work` must write every element of it.
     fn par_rows(&self, per_task: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
         (0..self.rows.div_ceil(per_task)).into_par_iter().for_each(|ci| {
             let r0 = ci * per_task;
-            let mut chunk = vec![0f32; per_task.min(self.rows - r0) * self.n_tok];
-            work(r0, &mut chunk);
-            self.store(r0, &chunk);
+            let mut buf = CHUNK.take();
+            let chunk = grown(&mut buf, per_task.min(self.rows - r0) * self.n_tok, 0.0);
+            work(r0, chunk);
+            self.store(r0, chunk);
+            CHUNK.set(buf);
         });
     }
 }
@@ -114,6 +120,17 @@ thread_local! {
     /// zeroing each page) showed in profiles. A call takes the buffer out and puts it back, so
     /// a nested call on the same thread (rayon work stealing) just allocates its own.
     static ACTS: std::cell::Cell<Vec<BlockQ8A>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A row-chunk task's [rows][n_tok] results (see [`Output::par_rows`]).
+    static CHUNK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The first `n` elements of `v`, grown with `fill` if it is shorter. Callers overwrite every
+/// element they use, so what an earlier call left there does not matter.
+fn grown<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, fill);
+    }
+    &mut v[..n]
 }
 
 fn float_rows(k: &Kernels, w: MatRef, x: &[f32], out: &Output) {
@@ -137,11 +154,7 @@ fn float_rows(k: &Kernels, w: MatRef, x: &[f32], out: &Output) {
 fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], out: &Output, k: &Kernels, gemm: GemmFn<B>) {
     let (nbx, n_tok) = (w.cols / QK, out.n_tok);
     let mut buf = ACTS.take();
-    if buf.len() < n_tok * nbx {
-        buf.resize(n_tok * nbx, BlockQ8A::ZERO);
-    }
-    // Every block used is overwritten here.
-    let acts = &mut buf[..n_tok * nbx];
+    let acts = grown(&mut buf, n_tok * nbx, BlockQ8A::ZERO);
     if n_tok == 1 {
         (k.quantize_q8a)(x, acts); // not worth waking a worker for
     } else {

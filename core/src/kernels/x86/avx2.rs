@@ -203,40 +203,13 @@ fn quantize_q8a(x: &[f32], out: &mut [BlockQ8A]) {
 }
 
 /// A safe gemm entry point: checks the shapes (and that `x` has `$per` activation blocks per
-/// weight block), then runs the `#[target_feature]` kernel. Only reachable through the tables
-/// above, after their runtime feature checks.
+/// weight block), then runs the `#[target_feature]` kernels. Only reachable through the tables
+/// above, after their runtime feature checks. With AVX-512, a single token goes through the
+/// 512-bit gemv if given, calls of at least `packed_zmm::MIN_TOKS` tokens through the packed
+/// prefill gemm if given, and the few-token calls in between (short prompts, chat turns)
+/// through the row-major tiles `$tiles`.
 macro_rules! gemm_entry {
-    ($name:ident, $block:ty, $per:expr, $kernel:path) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name(
-            w: &[$block],
-            nbw: usize,
-            x: &[BlockQ8A],
-            nbx: usize,
-            rows: usize,
-            toks: usize,
-            out: &mut [f32],
-            ldo: usize,
-        ) {
-            check_gemm(w.len(), nbw, x.len(), nbx, rows, toks, out.len(), ldo);
-            assert!(nbx >= nbw * $per);
-            unsafe { $kernel(w, nbw, x, nbx, rows, toks, out, ldo) }
-        }
-    };
-}
-
-gemm_entry!(gemm_q4_0_avx2, BlockQ4_0, 1, super::q4_0::gemm_avx2);
-gemm_entry!(gemm_q4_0_vnni, BlockQ4_0, 1, super::q4_0::gemm_vnni);
-gemm_entry!(gemm_q8_0, BlockQ8_0, 1, super::q8_0::gemm_avx2);
-gemm_entry!(gemm_q8_0_vnni, BlockQ8_0, 1, super::q8_0::gemm_vnni);
-gemm_entry!(gemm_q4k, BlockQ4K, 8, super::q4k::gemm_avx2);
-gemm_entry!(gemm_q4k_vnni, BlockQ4K, 8, super::q4k::gemm_vnni);
-
-/// The AVX-512 entry points: a single token through the 512-bit gemv if given, calls of at
-/// least `packed_zmm::MIN_TOKS` tokens through the packed prefill gemm, the few-token calls in
-/// between (short prompts, chat turns) through the row-major tiles.
-macro_rules! gemm_entry_zmm {
-    ($name:ident, $block:ty, $per:expr, $tiles:path, $packed:path $(, $gemv:path)?) => {
+    ($name:ident, $block:ty, $per:expr, $tiles:path $(, packed: $packed:path)? $(, gemv: $gemv:path)?) => {
         #[allow(clippy::too_many_arguments)]
         fn $name(
             w: &[$block],
@@ -253,22 +226,27 @@ macro_rules! gemm_entry_zmm {
             $(if toks == 1 {
                 return unsafe { $gemv(w, nbw, x, rows, out, ldo) };
             })?
-            if toks >= super::packed_zmm::MIN_TOKS {
-                unsafe { $packed(w, nbw, x, nbx, rows, toks, out, ldo) }
-            } else {
-                unsafe { $tiles(w, nbw, x, nbx, rows, toks, out, ldo) }
-            }
+            $(if toks >= super::packed_zmm::MIN_TOKS {
+                return unsafe { $packed(w, nbw, x, nbx, rows, toks, out, ldo) };
+            })?
+            unsafe { $tiles(w, nbw, x, nbx, rows, toks, out, ldo) }
         }
     };
 }
 
 use super::packed_zmm;
-gemm_entry_zmm!(gemm_q4_0_avx512, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed_zmm::gemm_q4_0);
-gemm_entry_zmm!(gemm_q8_0_avx512, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed_zmm::gemm_q8_0);
-gemm_entry_zmm!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512, packed_zmm::gemm_q4k);
-gemm_entry_zmm!(gemm_q4_0_zmm, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed_zmm::gemm_q4_0, super::q4_0_zmm::gemv);
-gemm_entry_zmm!(gemm_q8_0_zmm, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed_zmm::gemm_q8_0, super::q8_0_zmm::gemv);
-gemm_entry_zmm!(gemm_q4k_zmm, BlockQ4K, 8, super::q4k::gemm_avx512, packed_zmm::gemm_q4k, super::q4k_zmm::gemv);
+gemm_entry!(gemm_q4_0_avx2, BlockQ4_0, 1, super::q4_0::gemm_avx2);
+gemm_entry!(gemm_q4_0_vnni, BlockQ4_0, 1, super::q4_0::gemm_vnni);
+gemm_entry!(gemm_q8_0, BlockQ8_0, 1, super::q8_0::gemm_avx2);
+gemm_entry!(gemm_q8_0_vnni, BlockQ8_0, 1, super::q8_0::gemm_vnni);
+gemm_entry!(gemm_q4k, BlockQ4K, 8, super::q4k::gemm_avx2);
+gemm_entry!(gemm_q4k_vnni, BlockQ4K, 8, super::q4k::gemm_vnni);
+gemm_entry!(gemm_q4_0_avx512, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed: packed_zmm::gemm_q4_0);
+gemm_entry!(gemm_q8_0_avx512, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed: packed_zmm::gemm_q8_0);
+gemm_entry!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512, packed: packed_zmm::gemm_q4k);
+gemm_entry!(gemm_q4_0_zmm, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed: packed_zmm::gemm_q4_0, gemv: super::q4_0_zmm::gemv);
+gemm_entry!(gemm_q8_0_zmm, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed: packed_zmm::gemm_q8_0, gemv: super::q8_0_zmm::gemv);
+gemm_entry!(gemm_q4k_zmm, BlockQ4K, 8, super::q4k::gemm_avx512, packed: packed_zmm::gemm_q4k, gemv: super::q4k_zmm::gemv);
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

@@ -170,7 +170,9 @@ unsafe fn pack_q4k(w: &[BlockQ4K], nbw: usize, r0: usize, n: usize, out: &mut [P
         for p in ps.iter_mut() {
             (p.d, p.c) = ([0.0; LANES], [0.0; LANES]);
         }
-        prefetch_rows(w[r0 * nbw + b..].as_ptr().cast(), nbw * 144, n);
+        // SAFETY (pointer only): row r0's super-block b, in `w` by the contract above.
+        let base = unsafe { w.as_ptr().add(r0 * nbw + b) }.cast::<u8>();
+        prefetch_rows(base, nbw * 144, n);
         for r in 0..n {
             let blk = &w[(r0 + r) * nbw + b];
             let (d, dmin) = (blk.d.to_f32(), blk.dmin.to_f32());
@@ -185,7 +187,7 @@ unsafe fn pack_q4k(w: &[BlockQ4K], nbw: usize, r0: usize, n: usize, out: &mut [P
             for j in 0..8 {
                 // SAFETY: as in `pack_q4_0`; the 144-byte super-block has its quants at
                 // 16..144, and pair k's 32 bytes at 16 + 32k.
-                let q = unsafe { gather(w.as_ptr().add(r0 * nbw + b).cast(), 16 + 32 * pair + 4 * j, idx, live) };
+                let q = unsafe { gather(base, 16 + 32 * pair + 4 * j, idx, live) };
                 store(&mut lo[0].q[j], _mm512_and_si512(q, m4));
                 store(&mut hi[0].q[j], _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
             }
