@@ -69,24 +69,29 @@ pocketlm=${CARGO_TARGET_DIR:-target}/release/pocketlm
 # 4. Models: one F16 jais file quantized three ways; PocketLM's synthetic BTLM-3B per type.
 jais_f16=$work/models/jais-btlm3b-f16.gguf
 [ -f "$jais_f16" ] || "$py" scripts/bench/jais_gguf.py "$jais_f16"
+# PocketLM's files carry a layout version (v2: Q4_0 matrices interleaved as Q4_0_R16), so a
+# work directory from an older checkout is not benchmarked in a stale layout. `q4_0_plain`
+# (PocketLM's Q4_0 without interleaving) runs against llama.cpp's Q4_0.
+pocketlm_model() { echo "$work/models/pocketlm-btlm3b-$1-v2.gguf"; }
+jais_model() { echo "$work/models/jais-btlm3b-${1%_plain}.gguf"; }
 for ty in $types; do
-  lt=$(echo "$ty" | tr a-z A-Z)
-  [ -f "$work/models/jais-btlm3b-$ty.gguf" ] ||
-    "$llama_quantize" --pure "$jais_f16" "$work/models/jais-btlm3b-$ty.gguf" "$lt" "$(nproc)" >/dev/null 2>&1
-  [ -f "$work/models/pocketlm-btlm3b-$ty.gguf" ] ||
-    "$pocketlm" synth --preset btlm-3b-8k --type "$ty" -o "$work/models/pocketlm-btlm3b-$ty.gguf"
+  lt=$(echo "${ty%_plain}" | tr a-z A-Z)
+  [ -f "$(jais_model "$ty")" ] ||
+    "$llama_quantize" --pure "$jais_f16" "$(jais_model "$ty")" "$lt" "$(nproc)" >/dev/null 2>&1
+  [ -f "$(pocketlm_model "$ty")" ] ||
+    "$pocketlm" synth --preset btlm-3b-8k --type "$ty" -o "$(pocketlm_model "$ty")"
 done
 
 # 5. Alternating runs: each round runs both engines per type, the order flipped every round.
 res=$work/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$res"
 run_pocketlm() { # type round
-  "$pocketlm" bench -m "$work/models/pocketlm-btlm3b-$1.gguf" -p "$n_prompt" -n "$n_gen" -r "$reps" -t "$threads" --json \
+  "$pocketlm" bench -m "$(pocketlm_model "$1")" -p "$n_prompt" -n "$n_gen" -r "$reps" -t "$threads" --json \
     >"$res/pocketlm-$1-$2.jsonl"
 }
 run_llama() { # type round
   "$pocketlm" bench --bandwidth-only -t "$threads" --json >"$res/bandwidth-$1-$2.json"
-  /usr/bin/time -v -o "$res/llama-$1-$2.time" "$llama_bench" -m "$work/models/jais-btlm3b-$1.gguf" \
+  /usr/bin/time -v -o "$res/llama-$1-$2.time" "$llama_bench" -m "$(jais_model "$1")" \
     -p "$n_prompt" -n "$n_gen" -r "$reps" -t "$threads" -o json >"$res/llama-$1-$2.json" 2>"$res/llama-$1-$2.err"
 }
 for round in $(seq 1 "$rounds"); do

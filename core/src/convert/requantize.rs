@@ -6,7 +6,7 @@ use super::writer::{write_model, ModelSpec, Progress};
 use crate::error::{GgufError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{vocab, HParams};
-use crate::quant::dequantize_row;
+use crate::quant::dequantize_tensor_row;
 use std::path::Path;
 
 pub fn requantize(input: &Path, out: &Path, preset: Preset, progress: &mut dyn FnMut(Progress)) -> Result<HParams> {
@@ -22,14 +22,13 @@ pub fn requantize(input: &Path, out: &Path, preset: Preset, progress: &mut dyn F
             let t = file.header.tensor(name).ok_or_else(|| file.err(GgufError::MissingTensor(name.into())))?;
             let cols = t.dims[0] as usize;
             let rows = (t.n_elements() / t.dims[0]) as usize;
-            let row_bytes = t.n_bytes as usize / rows;
             if !crate::quant::is_weight_type(t.ty) {
                 return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: t.ty.name().into() }));
             }
             let bytes = file.tensor_bytes(t);
             let mut data = vec![0f32; rows * cols];
             for (r, o) in data.chunks_exact_mut(cols).enumerate() {
-                dequantize_row(t.ty, &bytes[r * row_bytes..(r + 1) * row_bytes], o);
+                dequantize_tensor_row(t.ty, bytes, cols, r, o);
             }
             if let Some((index, value)) = crate::ops::first_non_finite(&data) {
                 return Err(file.err(GgufError::NonFiniteTensor { tensor: name.into(), index, value }));

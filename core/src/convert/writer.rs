@@ -4,11 +4,10 @@
 
 use super::preset::Preset;
 use crate::error::{Error, Result};
-use crate::gguf::{write_gguf, GgmlType, MetaValue, TensorPlan};
+use crate::gguf::{write_gguf, MetaValue, TensorPlan};
 use crate::model::{hparams::keys, hparams::ARCH, names, vocab, HParams};
-use crate::quant::quantize_row;
+use crate::quant::quantize_matrix;
 use crate::tokenizer::TokenizerSpec;
-use rayon::prelude::*;
 use std::path::Path;
 
 /// Progress of a write, one event per tensor.
@@ -88,22 +87,8 @@ pub fn write_model(
         }
         let rows_of = |d: &[u64]| d.get(1).copied().unwrap_or(1) as usize;
         let data = super::encode::pad(&data, rows_of(sd), sd[0] as usize, rows_of(&p.dims), p.dims[0] as usize);
-        let bytes = encode_rows(&data, p.dims[0] as usize, p.ty);
+        let bytes = quantize_matrix(p.ty, &data, p.dims[0] as usize);
         w.write_all(&bytes).map_err(|e| Error::io(out, e))
     })?;
     Ok(hp)
-}
-
-/// Encodes a matrix row by row (in parallel: Q4_K's fitting search is the slow part).
-fn encode_rows(data: &[f32], cols: usize, ty: GgmlType) -> Vec<u8> {
-    let row_bytes = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
-    let rows: Vec<Vec<u8>> = data
-        .par_chunks(cols)
-        .map(|r| {
-            let mut b = Vec::with_capacity(row_bytes);
-            quantize_row(ty, r, &mut b);
-            b
-        })
-        .collect();
-    rows.concat()
 }

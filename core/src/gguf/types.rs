@@ -3,12 +3,18 @@
 
 use std::fmt;
 
+/// GGUF type id of [`GgmlType::Q4_0R16`]: far above ggml's ids (39 in 2026) so that no ggml
+/// type will take it, and other GGUF readers reject the tensor instead of misreading it.
+pub const Q4_0_R16_ID: u32 = 1016;
+
 /// Tensor element types this engine knows the block geometry of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
     F16,
     Q4_0,
+    /// Q4_0 with 16 rows interleaved (PocketLM's own id; see `quant::interleave`).
+    Q4_0R16,
     Q4_1,
     Q5_0,
     Q5_1,
@@ -53,6 +59,7 @@ impl GgmlType {
             27 => I64,
             28 => F64,
             30 => BF16,
+            Q4_0_R16_ID => Q4_0R16,
             _ => return None,
         })
     }
@@ -80,6 +87,7 @@ impl GgmlType {
             I64 => 27,
             F64 => 28,
             BF16 => 30,
+            Q4_0R16 => Q4_0_R16_ID,
         }
     }
 
@@ -91,7 +99,8 @@ impl GgmlType {
             F16 | BF16 | I16 => (1, 2),
             I8 => (1, 1),
             I64 | F64 => (1, 8),
-            Q4_0 => (32, 18),
+            // Same bytes per row as Q4_0: the layout is a permutation of whole groups of rows.
+            Q4_0 | Q4_0R16 => (32, 18),
             Q4_1 => (32, 20),
             Q5_0 => (32, 22),
             Q5_1 => (32, 24),
@@ -112,6 +121,7 @@ impl GgmlType {
             F32 => "F32",
             F16 => "F16",
             Q4_0 => "Q4_0",
+            Q4_0R16 => "Q4_0_R16",
             Q4_1 => "Q4_1",
             Q5_0 => "Q5_0",
             Q5_1 => "Q5_1",

@@ -38,6 +38,18 @@ pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8A]) -> f32 {
     acc
 }
 
+/// The reference for Q4_0_R16 decode: each row de-interleaved, then [`dot_q4_0`].
+pub fn gemv_q4_0r16(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize) {
+    use crate::quant::interleave::{group_bytes, group_row, ROWS};
+    let mut row = crate::quant::zeroed_q4_0(nbw);
+    for (g, group) in w.chunks_exact(group_bytes(nbw)).enumerate() {
+        for r in 0..ROWS {
+            group_row(group, nbw, r, &mut row);
+            out[(g * ROWS + r) * ldo] = dot_q4_0(&row, x);
+        }
+    }
+}
+
 pub fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8A]) -> f32 {
     let mut acc = 0f32;
     for (wb, xb) in w.iter().zip(x) {

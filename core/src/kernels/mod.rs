@@ -22,6 +22,10 @@ use std::sync::OnceLock;
 pub type GemmFn<B> =
     fn(w: &[B], nbw: usize, x: &[BlockQ8A], nbx: usize, rows: usize, toks: usize, out: &mut [f32], ldo: usize);
 
+/// Single-token product over Q4_0_R16 weights (`quant::interleave`): `out[r * ldo] = row r ·
+/// x` for every row of the whole 16-row groups in `w` (bytes), `nbw` blocks per row.
+pub type GemvR16Fn = fn(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize);
+
 /// 4-bit KV cache key scores: int8 query, tiles' codes and scales, 16 scores per tile.
 pub type DotTilesFn = fn(q8: &[i8], codes: &[u8], scales: &[f16], out: &mut [f32]);
 /// 4-bit KV cache weighted value sums: 16 weights per tile, tiles' codes and scales, output.
@@ -55,6 +59,9 @@ pub struct Kernels {
     /// L2 while a chunk of rows streams past them; the packed AVX-512 gemm wants all of them,
     /// since it unpacks its rows once per call.
     pub prefill_tokens: usize,
+    /// Decode over Q4_0_R16 weights where the set has a kernel for that layout; without one,
+    /// matmul de-interleaves each task's rows into plain blocks and runs `gemm_q4_0`.
+    pub gemv_q4_0r16: Option<GemvR16Fn>,
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
@@ -135,6 +142,7 @@ pub static SCALAR: Kernels = Kernels {
     gemm_q8_0: scalar_gemm_q8_0,
     gemm_q4k: scalar_gemm_q4k,
     prefill_tokens: 64,
+    gemv_q4_0r16: Some(generic::gemv_q4_0r16),
     dot_f32: generic::dot_f32,
     dot_f16: generic::dot_f16,
     axpy_f32: generic::axpy_f32,

@@ -120,6 +120,48 @@ fn gemm_q4_0_matches_scalar() {
     check_gemm("q4_0", &mut make, &[1, 3, 4, 13, 15, 80], 1, |k| k.gemm_q4_0, &mag);
 }
 
+/// The interleaved-layout decode kernels against the reference (each row de-interleaved, then
+/// the scalar Q4_0 dot), over 1-3 groups of 16 rows and odd block counts, with a gap between
+/// outputs that must stay untouched. Sets without such a kernel de-interleave and run their
+/// plain gemm, which `gemm_q4_0_matches_scalar` covers.
+#[test]
+fn gemv_q4_0r16_matches_scalar() {
+    use crate::quant::interleave::{interleave, ROWS};
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let reference = SCALAR.gemv_q4_0r16.expect("scalar reference");
+    for k in simd_sets() {
+        let Some(gemv) = k.gemv_q4_0r16 else {
+            println!("{}: no Q4_0_R16 gemv (decode de-interleaves into its plain gemm)", k.isa);
+            continue;
+        };
+        for nbw in [1, 3, 7, 13, 80, 216] {
+            for groups in 1..=3 {
+                let plain: Vec<BlockQ4_0> = (0..groups * ROWS * nbw)
+                    .map(|_| BlockQ4_0 { delta: f16_scale(&mut rng), quants: rng.random() })
+                    .collect();
+                let mut w = Vec::new();
+                interleave(&plain, nbw, &mut w);
+                let x = random_acts(&mut rng, nbw);
+                let rows = groups * ROWS;
+                let (mut want, mut got) = (vec![f32::NAN; rows * 2], vec![f32::NAN; rows * 2]);
+                reference(&w, nbw, &x, &mut want, 2);
+                gemv(&w, nbw, &x, &mut got, 2);
+                for r in 0..rows {
+                    assert!(got[2 * r + 1].is_nan(), "{}: wrote between rows", k.isa);
+                    let row = &plain[r * nbw..(r + 1) * nbw];
+                    let mag: f64 = row
+                        .iter()
+                        .zip(&x)
+                        .map(|(w, x)| (w.delta.to_f32().abs() * x.d.abs()) as f64 * 32.0 * 15.0 * 127.0)
+                        .sum();
+                    assert_eq!(want[2 * r], generic::dot_q4_0(row, &x), "reference row {r}");
+                    check_close(k.isa, &format!("q4_0_r16 nb {nbw} row {r}"), got[2 * r], want[2 * r], mag);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_q8_0_matches_scalar() {
     let mut make = |rng: &mut ChaCha8Rng, n: usize| {

@@ -7,7 +7,8 @@
 
 use crate::gguf::GgmlType;
 use crate::kernels::{self, GemmFn, Kernels};
-use crate::quant::{as_blocks, Block, BlockQ8A, QK};
+use crate::quant::blocks::ZERO_Q4_0;
+use crate::quant::{as_blocks, Block, BlockQ4_0, BlockQ8A, QK};
 use half::f16;
 use rayon::prelude::*;
 
@@ -27,8 +28,7 @@ impl MatRef<'_> {
 
     /// Row `r` as f32 into `out` (`cols` long): embedding lookups and reference paths.
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
-        let n = self.row_bytes();
-        crate::quant::dequantize_row(self.ty, &self.data[r * n..(r + 1) * n], out);
+        crate::quant::dequantize_tensor_row(self.ty, self.data, self.cols, r, out);
     }
 }
 
@@ -60,6 +60,7 @@ pub fn matmul(w: MatRef, bias: Option<&[f32]>, x: &[f32], n_tok: usize, y: &mut 
     match w.ty {
         GgmlType::F32 | GgmlType::F16 => float_rows(k, w, x, &out),
         GgmlType::Q4_0 => quant_rows(w, x, &out, k, k.gemm_q4_0),
+        GgmlType::Q4_0R16 => r16_rows(w, x, &out, k),
         GgmlType::Q8_0 => quant_rows(w, x, &out, k, k.gemm_q8_0),
         GgmlType::Q4K => quant_rows(w, x, &out, k, k.gemm_q4k),
         other => unreachable!("weight type {other} is rejected at load"),
@@ -106,7 +107,7 @@ impl Output<'_> {
         (0..self.rows.div_ceil(per_task)).into_par_iter().for_each(|ci| {
             let r0 = ci * per_task;
             let mut buf = CHUNK.take();
-            let chunk = grown(&mut buf, per_task.min(self.rows - r0) * self.n_tok, 0.0);
+            let chunk = grown(&mut buf, per_task.min(self.rows - r0) * self.n_tok, || 0.0);
             work(r0, chunk);
             self.store(r0, chunk);
             CHUNK.set(buf);
@@ -120,15 +121,17 @@ thread_local! {
     /// zeroing each page) showed in profiles. A call takes the buffer out and puts it back, so
     /// a nested call on the same thread (rayon work stealing) just allocates its own.
     static ACTS: std::cell::Cell<Vec<BlockQ8A>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A task's Q4_0_R16 rows de-interleaved (see [`r16_rows`]).
+    static PLAIN: std::cell::Cell<Vec<BlockQ4_0>> = const { std::cell::Cell::new(Vec::new()) };
     /// A row-chunk task's [rows][n_tok] results (see [`Output::par_rows`]).
     static CHUNK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The first `n` elements of `v`, grown with `fill` if it is shorter. Callers overwrite every
 /// element they use, so what an earlier call left there does not matter.
-fn grown<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) -> &mut [T] {
+fn grown<T>(v: &mut Vec<T>, n: usize, fill: impl FnMut() -> T) -> &mut [T] {
     if v.len() < n {
-        v.resize(n, fill);
+        v.resize_with(n, fill);
     }
     &mut v[..n]
 }
@@ -152,32 +155,88 @@ fn float_rows(k: &Kernels, w: MatRef, x: &[f32], out: &Output) {
 
 /// Quantizes activations once, then runs the ISA's gemm over row chunks x token tiles.
 fn quant_rows<B: Block + Sync>(w: MatRef, x: &[f32], out: &Output, k: &Kernels, gemm: GemmFn<B>) {
-    let (nbx, n_tok) = (w.cols / QK, out.n_tok);
+    let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
+    let nbw = blocks.len() / w.rows.max(1);
+    with_acts(k, w, x, out.n_tok, |acts, per_token| {
+        out.par_rows(rows_per_task(per_token), |r0, chunk| {
+            let rows = chunk.len() / out.n_tok;
+            run_gemm(k, gemm, &blocks[r0 * nbw..(r0 + rows) * nbw], nbw, acts, w.cols / QK, per_token, chunk)
+        })
+    })
+}
+
+/// Q4_0_R16 (16 rows interleaved, `quant::interleave`): single tokens go to the ISA's gemv for
+/// that layout where it has one; otherwise each task de-interleaves its rows into plain Q4_0
+/// blocks (16 rows = 23 KB for a 2560-wide matrix, still in cache for the gemm) and runs
+/// `gemm_q4_0`. Task sizes are multiples of 16 rows, as are the matrices (checked at load).
+fn r16_rows(w: MatRef, x: &[f32], out: &Output, k: &Kernels) {
+    use crate::quant::interleave::{deinterleave, group_bytes, ROWS};
+    let nbw = w.cols / QK;
+    let (gb, n_tok) = (group_bytes(nbw), out.n_tok);
+    with_acts(k, w, x, n_tok, |acts, per_token| {
+        out.par_rows(rows_per_task(per_token), |r0, chunk| {
+            let rows = chunk.len() / n_tok;
+            let bytes = &w.data[r0 / ROWS * gb..(r0 + rows) / ROWS * gb];
+            if let (true, Some(gemv)) = (per_token, k.gemv_q4_0r16) {
+                for t in 0..n_tok {
+                    gemv(bytes, nbw, &acts[t * nbw..(t + 1) * nbw], &mut chunk[t..], n_tok);
+                }
+                return;
+            }
+            let mut buf = PLAIN.take();
+            let plain = grown(&mut buf, rows * nbw, || ZERO_Q4_0);
+            deinterleave(bytes, nbw, plain);
+            run_gemm(k, k.gemm_q4_0, plain, nbw, acts, nbw, per_token, chunk);
+            PLAIN.set(buf);
+        })
+    })
+}
+
+/// Row-chunk task size: decode (one token, or a draft verification run token by token) wants
+/// bigger tasks than prefill (see the constants).
+fn rows_per_task(per_token: bool) -> usize {
+    if per_token {
+        DECODE_ROWS_PER_TASK
+    } else {
+        ROWS_PER_TASK
+    }
+}
+
+/// Quantizes the `n_tok` activation rows to int8 blocks (in the thread's reused buffer) and
+/// runs `work(acts, per_token)`, `per_token` telling whether the call is small enough for the
+/// single-token kernels (see [`small_batch`]).
+fn with_acts(k: &Kernels, w: MatRef, x: &[f32], n_tok: usize, work: impl FnOnce(&[BlockQ8A], bool)) {
+    let nbx = w.cols / QK;
     let mut buf = ACTS.take();
-    let acts = grown(&mut buf, n_tok * nbx, BlockQ8A::ZERO);
+    let acts = grown(&mut buf, n_tok * nbx, || BlockQ8A::ZERO);
     if n_tok == 1 {
         (k.quantize_q8a)(x, acts); // not worth waking a worker for
     } else {
         acts.par_chunks_mut(nbx).zip(x.par_chunks(w.cols)).for_each(|(a, xr)| (k.quantize_q8a)(xr, a));
     }
-    let acts = &*acts;
-    let blocks: &[B] = as_blocks(w.data).unwrap_or(&[]);
-    let nbw = blocks.len() / w.rows.max(1);
-    let per_token = n_tok <= small_batch();
-    let per_task = if per_token { DECODE_ROWS_PER_TASK } else { ROWS_PER_TASK };
-    out.par_rows(per_task, |r0, chunk| {
-        let rows = chunk.len() / n_tok;
-        let wchunk = &blocks[r0 * nbw..(r0 + rows) * nbw];
-        if per_token {
-            for t in 0..n_tok {
-                gemm(wchunk, nbw, &acts[t * nbx..(t + 1) * nbx], nbx, rows, 1, &mut chunk[t..], n_tok);
-            }
-            return;
-        }
-        for t0 in (0..n_tok).step_by(k.prefill_tokens) {
-            let toks = k.prefill_tokens.min(n_tok - t0);
-            gemm(wchunk, nbw, &acts[t0 * nbx..(t0 + toks) * nbx], nbx, rows, toks, &mut chunk[t0..], n_tok);
-        }
-    });
+    work(acts, n_tok <= small_batch());
     ACTS.set(buf);
+}
+
+/// One task's rows (`w`, `nbw` blocks each) against every token (`nbx` activation blocks each)
+/// into its [rows][n_tok] chunk: token by token through the single-token kernel, or in the
+/// ISA's prefill batches.
+#[allow(clippy::too_many_arguments)]
+fn run_gemm<B>(
+    k: &Kernels,
+    gemm: GemmFn<B>,
+    w: &[B],
+    nbw: usize,
+    acts: &[BlockQ8A],
+    nbx: usize,
+    per_token: bool,
+    chunk: &mut [f32],
+) {
+    let n_tok = acts.len() / nbx.max(1);
+    let rows = chunk.len() / n_tok.max(1);
+    let step = if per_token { 1 } else { k.prefill_tokens };
+    for t0 in (0..n_tok).step_by(step) {
+        let toks = step.min(n_tok - t0);
+        gemm(w, nbw, &acts[t0 * nbx..(t0 + toks) * nbx], nbx, rows, toks, &mut chunk[t0..], n_tok);
+    }
 }

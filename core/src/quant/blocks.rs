@@ -6,6 +6,14 @@ use half::f16;
 
 pub use ggml_quants::{Q4_0 as BlockQ4_0, Q8_0 as BlockQ8_0};
 
+/// An all-zero Q4_0 block (`ggml-quants`' type is neither `Clone` nor `Default`).
+pub const ZERO_Q4_0: BlockQ4_0 = BlockQ4_0 { delta: f16::ZERO, quants: [0; QK / 2] };
+
+/// `n` zero Q4_0 blocks.
+pub fn zeroed_q4_0(n: usize) -> Vec<BlockQ4_0> {
+    std::iter::repeat_with(|| ZERO_Q4_0).take(n).collect()
+}
+
 /// Elements per block of the 32-wide formats, and per super-block of the k-quants.
 pub const QK: usize = 32;
 pub const QK_K: usize = 256;

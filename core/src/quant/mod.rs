@@ -2,9 +2,10 @@
 //! the converter, `pocketlm quantize`, `pocketlm synth` and the reference paths of the tests.
 
 pub mod blocks;
+pub mod interleave;
 pub mod q4k;
 
-pub use blocks::{as_blocks, blocks_as_bytes, Block, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK, QK_K};
+pub use blocks::{as_blocks, blocks_as_bytes, zeroed_q4_0, Block, BlockQ4K, BlockQ4_0, BlockQ8A, BlockQ8_0, QK, QK_K};
 
 use crate::gguf::GgmlType;
 use ggml_quants::Quantize;
@@ -12,7 +13,7 @@ use half::f16;
 
 /// Types a weight matrix can be stored in.
 pub fn is_weight_type(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4K)
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_0R16 | GgmlType::Q4K)
 }
 
 /// Encodes one row of `x` (length a multiple of the type's block size) as `ty`, appending to `out`.
@@ -40,6 +41,41 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
         }
         other => unreachable!("{other} is not a weight type"),
     }
+}
+
+/// Row `r` of a whole tensor's bytes (`cols` elements per row) into `out`. Unlike
+/// [`dequantize_row`] this also reads interleaved layouts, whose rows are not contiguous.
+pub fn dequantize_tensor_row(ty: GgmlType, tensor: &[u8], cols: usize, r: usize, out: &mut [f32]) {
+    if ty == GgmlType::Q4_0R16 {
+        let mut blocks = zeroed_q4_0(cols / QK);
+        interleave::row(tensor, cols / QK, r, &mut blocks);
+        return dequantize_row(GgmlType::Q4_0, blocks_as_bytes(&blocks), out);
+    }
+    let n = ty.row_bytes(cols as u64).unwrap_or(0) as usize;
+    dequantize_row(ty, &tensor[r * n..(r + 1) * n], out)
+}
+
+/// Encodes a [rows][cols] matrix as `ty` (rows in parallel: Q4_K's fitting search is the slow
+/// part). Q4_0_R16 needs a multiple of 16 rows and a multiple of 32 columns.
+pub fn quantize_matrix(ty: GgmlType, data: &[f32], cols: usize) -> Vec<u8> {
+    use rayon::prelude::*;
+    let row_ty = if ty == GgmlType::Q4_0R16 { GgmlType::Q4_0 } else { ty };
+    let row_bytes = row_ty.row_bytes(cols as u64).unwrap_or(0) as usize;
+    let rows: Vec<Vec<u8>> = data
+        .par_chunks(cols)
+        .map(|r| {
+            let mut b = Vec::with_capacity(row_bytes);
+            quantize_row(row_ty, r, &mut b);
+            b
+        })
+        .collect();
+    let plain = rows.concat();
+    if ty != GgmlType::Q4_0R16 {
+        return plain;
+    }
+    let mut out = Vec::with_capacity(plain.len());
+    interleave::interleave(as_blocks(&plain).unwrap_or(&[]), cols / QK, &mut out);
+    out
 }
 
 /// Decodes one row of `ty` bytes into `out` (its length is the row's element count).

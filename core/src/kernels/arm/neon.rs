@@ -33,6 +33,7 @@ static NEON: Kernels = Kernels {
     gemm_q8_0: gemm_q8_0_neon,
     gemm_q4k: gemm_q4k_neon,
     prefill_tokens: 64,
+    gemv_q4_0r16: None,
     dot_f32,
     dot_f16: generic::dot_f16,
     axpy_f32,

@@ -47,6 +47,7 @@ static AVX512_VNNI: Kernels = Kernels {
     gemm_q4k: gemm_q4k_avx512,
     gemm_q8_0: gemm_q8_0_avx512,
     prefill_tokens: usize::MAX,
+    gemv_q4_0r16: Some(gemv_q4_0r16_zmm),
     dot_tiles_q4: super::kv_q4::dot_tiles_zmm,
     axpy_tiles_q4: super::kv_q4::axpy_tiles_zmm,
     ..AVX2
@@ -74,6 +75,7 @@ static AVX2: Kernels = Kernels {
     gemm_q8_0,
     gemm_q4k,
     prefill_tokens: 64,
+    gemv_q4_0r16: None,
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -247,6 +249,12 @@ gemm_entry!(gemm_q4k_avx512, BlockQ4K, 8, super::q4k::gemm_avx512, packed: packe
 gemm_entry!(gemm_q4_0_zmm, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed: packed_zmm::gemm_q4_0, gemv: super::q4_0_zmm::gemv);
 gemm_entry!(gemm_q8_0_zmm, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed: packed_zmm::gemm_q8_0, gemv: super::q8_0_zmm::gemv);
 gemm_entry!(gemm_q4k_zmm, BlockQ4K, 8, super::q4k::gemm_avx512, packed: packed_zmm::gemm_q4k, gemv: super::q4k_zmm::gemv);
+
+fn gemv_q4_0r16_zmm(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize) {
+    // SAFETY: only reachable through the AVX-512 VNNI table, whose constructor checked the
+    // CPU features; the kernel checks its bounds itself.
+    unsafe { super::q4_0r16_zmm::gemv(w, nbw, x, out, ldo) }
+}
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

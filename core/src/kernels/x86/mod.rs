@@ -31,6 +31,7 @@ mod kv_q4;
 mod packed_zmm;
 mod q4_0;
 mod q4_0_zmm;
+mod q4_0r16_zmm;
 mod q4k;
 mod q4k_zmm;
 mod q8_0;
@@ -97,13 +98,20 @@ fn measured_plan(family: u32) -> DecodePlan {
     }
 }
 
-/// A prefetch of the 3 cache lines `plan.ahead` bytes past `p`, into L2 or L1 as the plan says.
-/// Prefetches never fault, whatever the address.
+/// A prefetch of the 3 cache lines `plan.ahead` bytes past `p` (see [`prefetch_lines`]).
 #[inline]
 #[target_feature(enable = "sse")]
 fn prefetch3(p: *const u8, plan: DecodePlan) {
+    prefetch_lines(p, 3, plan)
+}
+
+/// A prefetch of the `n` cache lines `plan.ahead` bytes past `p`, into L2 or L1 as the plan
+/// says. Prefetches never fault, whatever the address.
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch_lines(p: *const u8, n: usize, plan: DecodePlan) {
     let f = p.wrapping_add(plan.ahead).cast::<i8>();
-    for i in 0..3 {
+    for i in 0..n {
         if plan.to_l2 {
             _mm_prefetch::<_MM_HINT_T1>(f.wrapping_add(64 * i));
         } else {
