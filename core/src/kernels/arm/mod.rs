@@ -8,5 +8,6 @@
 
 mod kv_q4;
 pub mod neon;
+mod q4_0r16;
 
 pub use neon::{dotprod, i8mm, neon};

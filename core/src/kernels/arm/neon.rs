@@ -58,6 +58,7 @@ static DOTPROD: Kernels = Kernels {
     gemm_q4_0: gemm_q4_0_dotprod,
     gemm_q8_0: gemm_q8_0_dotprod,
     gemm_q4k: gemm_q4k_dotprod,
+    gemv_q4_0r16: Some(super::q4_0r16::gemv_dotprod),
     ..NEON
 };
 
@@ -125,7 +126,7 @@ unsafe fn dot16_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// The same with SDOT.
 #[inline]
 #[target_feature(enable = "dotprod")]
-unsafe fn dot16_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn dot16_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     unsafe {
         asm!("sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b,
              options(pure, nomem, nostack));

@@ -26,8 +26,14 @@ pub fn avx_vnni() -> Option<&'static Kernels> {
     (avx2().is_some() && is_x86_feature_detected!("avxvnni")).then_some(&AVX_VNNI)
 }
 
-static AVX_VNNI: Kernels =
-    Kernels { isa: "avx-vnni", gemm_q4_0: gemm_q4_0_vnni, gemm_q4k: gemm_q4k_vnni, gemm_q8_0: gemm_q8_0_vnni, ..AVX2 };
+static AVX_VNNI: Kernels = Kernels {
+    isa: "avx-vnni",
+    gemm_q4_0: gemm_q4_0_vnni,
+    gemm_q4k: gemm_q4k_vnni,
+    gemm_q8_0: gemm_q8_0_vnni,
+    gemv_q4_0r16: Some(gemv_q4_0r16_vnni),
+    ..AVX2
+};
 
 /// AVX2 code paths compiled for AVX-512 VNNI + VL (Ice Lake, Zen 4 and later): 256-bit
 /// `vpdpbusd` with 32 vector registers.
@@ -75,7 +81,7 @@ static AVX2: Kernels = Kernels {
     gemm_q8_0,
     gemm_q4k,
     prefill_tokens: 64,
-    gemv_q4_0r16: None,
+    gemv_q4_0r16: Some(gemv_q4_0r16_avx2),
     dot_f32,
     dot_f16,
     axpy_f32,
@@ -250,9 +256,15 @@ gemm_entry!(gemm_q4_0_zmm, BlockQ4_0, 1, super::q4_0::gemm_avx512, packed: packe
 gemm_entry!(gemm_q8_0_zmm, BlockQ8_0, 1, super::q8_0::gemm_avx512, packed: packed_zmm::gemm_q8_0, gemv: super::q8_0_zmm::gemv);
 gemm_entry!(gemm_q4k_zmm, BlockQ4K, 8, super::q4k::gemm_avx512, packed: packed_zmm::gemm_q4k, gemv: super::q4k_zmm::gemv);
 
+// SAFETY (the three): each is only reachable through the table whose constructor checked its
+// CPU features; the kernels check their bounds themselves.
+fn gemv_q4_0r16_avx2(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize) {
+    unsafe { super::q4_0r16_avx2::gemv_avx2(w, nbw, x, out, ldo) }
+}
+fn gemv_q4_0r16_vnni(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize) {
+    unsafe { super::q4_0r16_avx2::gemv_vnni(w, nbw, x, out, ldo) }
+}
 fn gemv_q4_0r16_zmm(w: &[u8], nbw: usize, x: &[BlockQ8A], out: &mut [f32], ldo: usize) {
-    // SAFETY: only reachable through the AVX-512 VNNI table, whose constructor checked the
-    // CPU features; the kernel checks its bounds itself.
     unsafe { super::q4_0r16_zmm::gemv(w, nbw, x, out, ldo) }
 }
 

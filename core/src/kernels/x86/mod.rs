@@ -31,6 +31,7 @@ mod kv_q4;
 mod packed_zmm;
 mod q4_0;
 mod q4_0_zmm;
+mod q4_0r16_avx2;
 mod q4_0r16_zmm;
 mod q4k;
 mod q4k_zmm;

@@ -230,7 +230,7 @@ macro_rules! q4_0_kernel {
 /// `vpmaddwd` to i32: lanes 0-3 first block, 4-7 second.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn pair_dot_avx2(lo: __m256i, xlo: __m256i, hi: __m256i, xhi: __m256i) -> __m256i {
+pub(super) fn pair_dot_avx2(lo: __m256i, xlo: __m256i, hi: __m256i, xhi: __m256i) -> __m256i {
     // Each i16 is at most 2 * 15 * 127, so the sum of both halves cannot overflow.
     let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
@@ -239,7 +239,7 @@ fn pair_dot_avx2(lo: __m256i, xlo: __m256i, hi: __m256i, xhi: __m256i) -> __m256
 /// The same with AVX-VNNI's fused u8 x i8 -> i32 accumulate.
 #[inline]
 #[target_feature(enable = "avx2,avxvnni")]
-fn pair_dot_vnni(lo: __m256i, xlo: __m256i, hi: __m256i, xhi: __m256i) -> __m256i {
+pub(super) fn pair_dot_vnni(lo: __m256i, xlo: __m256i, hi: __m256i, xhi: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, xlo), hi, xhi)
 }
 
