@@ -69,13 +69,13 @@ pocketlm=${CARGO_TARGET_DIR:-target}/release/pocketlm
 # 4. Models: one F16 jais file quantized three ways; PocketLM's synthetic BTLM-3B per type.
 jais_f16=$work/models/jais-btlm3b-f16.gguf
 [ -f "$jais_f16" ] || "$py" scripts/bench/jais_gguf.py "$jais_f16"
-# PocketLM's files carry a layout version (v2: Q4_0 matrices interleaved as Q4_0_R16), so a
-# work directory from an older checkout is not benchmarked in a stale layout. `q4_0_plain`
-# (PocketLM's Q4_0 without interleaving) runs against llama.cpp's Q4_0.
+# PocketLM's files carry a layout version (v2: tensors 64-byte aligned), so a work directory
+# from an older checkout is not benchmarked in a stale layout. `q4_0_r16` (PocketLM's Q4_0
+# with interleaved rows) runs against llama.cpp's Q4_0.
 pocketlm_model() { echo "$work/models/pocketlm-btlm3b-$1-v2.gguf"; }
-jais_model() { echo "$work/models/jais-btlm3b-${1%_plain}.gguf"; }
+jais_model() { echo "$work/models/jais-btlm3b-${1%_r16}.gguf"; }
 for ty in $types; do
-  lt=$(echo "${ty%_plain}" | tr a-z A-Z)
+  lt=$(echo "${ty%_r16}" | tr a-z A-Z)
   [ -f "$(jais_model "$ty")" ] ||
     "$llama_quantize" --pure "$jais_f16" "$(jais_model "$ty")" "$lt" "$(nproc)" >/dev/null 2>&1
   [ -f "$(pocketlm_model "$ty")" ] ||

@@ -8,7 +8,7 @@ pub struct Args {
     model_dir: PathBuf,
     /// Output GGUF file
     out: PathBuf,
-    /// Weight type preset: f32, f16, q8_0, q4_0, q4_k, q4_k_m
+    /// Weight type preset: f32, f16, q8_0, q4_0, q4_0_r16 (matrices 16 rows interleaved), q4_k, q4_k_m
     #[arg(long = "type", default_value = "f16")]
     out_type: String,
     /// tokenizer.json to use instead of the folder's tokenizer files

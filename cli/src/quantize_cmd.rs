@@ -8,7 +8,7 @@ pub struct Args {
     input: PathBuf,
     /// Output GGUF
     out: PathBuf,
-    /// Type preset: f32, f16, q8_0, q4_0, q4_k, q4_k_m
+    /// Type preset: f32, f16, q8_0, q4_0, q4_0_r16 (matrices 16 rows interleaved), q4_k, q4_k_m
     #[arg(long = "type")]
     ty: String,
 }

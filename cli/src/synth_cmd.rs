@@ -7,7 +7,7 @@ pub struct Args {
     /// Model shape: btlm-3b-8k (2.65 B parameters), btlm-small, btlm-tiny
     #[arg(long, default_value = "btlm-3b-8k")]
     preset: String,
-    /// Type preset: f32, f16, q8_0, q4_0, q4_k, q4_k_m
+    /// Type preset: f32, f16, q8_0, q4_0, q4_0_r16 (matrices 16 rows interleaved), q4_k, q4_k_m
     #[arg(long = "type", default_value = "q4_0")]
     ty: String,
     #[arg(long, default_value_t = 1)]

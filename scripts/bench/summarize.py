@@ -56,8 +56,8 @@ def main() -> int:
     kernels = build = "?"
     pp_name = tg_name = "?"
     for ty in types:
-        # q4_0_plain (PocketLM's Q4_0 without interleaving) runs against llama.cpp's Q4_0.
-        jais_ty = ty.removesuffix("_plain")
+        # q4_0_r16 (PocketLM's Q4_0 with interleaved rows) runs against llama.cpp's Q4_0.
+        jais_ty = ty.removesuffix("_r16")
         lbytes = llama_weight_bytes(os.path.join(a.models, f"jais-btlm3b-{jais_ty}.gguf"))
         acc = {k: [] for k in ("ppP", "ppL", "tgP", "tgL", "pctP", "pctL", "rssP", "rssL")}
         for pfile in sorted(glob.glob(os.path.join(a.results, f"pocketlm-{ty}-*.jsonl"))):

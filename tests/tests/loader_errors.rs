@@ -229,3 +229,21 @@ fn absurd_shapes_in_config_are_refused() {
     let err = pocketlm_core::convert::parse_config(cfg).unwrap_err().to_string();
     assert!(err.contains("n_head"), "{err}");
 }
+
+/// A Q4_0_R16 tensor (16 rows interleaved) that is the token embedding (read one row at a
+/// time, so never interleaved) is refused at load, by name.
+#[test]
+fn interleaved_q4_0_embedding_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = convert_fixture(&primary(), Preset::Q4_0, None, tmp.path());
+    let mut bytes = std::fs::read(&plain).unwrap();
+    let (_, ty, _) = entry_fields(&bytes, "token_embd.weight");
+    assert_eq!(u32::from_le_bytes(bytes[ty..ty + 4].try_into().unwrap()), 2, "plain Q4_0 embedding");
+    bytes[ty..ty + 4].copy_from_slice(&pocketlm_core::gguf::Q4_0_R16_ID.to_le_bytes());
+    let err = load_err(tmp.path(), &bytes);
+    println!("{err}");
+    assert!(
+        matches!(&err, GgufError::UnsupportedTensorType { tensor, ty } if tensor == "token_embd.weight" && ty.contains("Q4_0_R16 with 8192 rows") && ty.contains("embedding")),
+        "{err:?}"
+    );
+}

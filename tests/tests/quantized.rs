@@ -44,7 +44,7 @@ fn quantized_engine_matches_f32_engine_on_dequantized_weights() {
     for f in all_fixtures() {
         let name = f.name.as_str();
         let g = golden(&f);
-        for preset in [Preset::Q8_0, Preset::Q4_0, Preset::Q4K] {
+        for preset in [Preset::Q8_0, Preset::Q4_0, Preset::Q4_0R16, Preset::Q4K] {
             let q = convert_fixture(&f, preset, None, tmp.path());
             let (mq, md) = (Model::load(&q).unwrap(), dequantized(&q, tmp.path()));
             let (lq, ld) = (prompt_logits(&mq, &g.input_ids), prompt_logits(&md, &g.input_ids));
@@ -143,8 +143,8 @@ fn q4_k_engine_matches_dequantized_on_a_256_wide_model() {
     }
 }
 
-/// Q4_0 files store the matrices whose row count is a multiple of 16 as Q4_0_R16 (16 rows
-/// interleaved for the decode kernel). The layout is a permutation: every tensor dequantizes
+/// `q4_0_r16` files store the matrices whose row count is a multiple of 16 as Q4_0_R16 (16
+/// rows interleaved for the decode kernels). The layout is a permutation: every tensor dequantizes
 /// to exactly the values of the plain layout, prefill (which de-interleaves into the plain
 /// gemm) gives bit-identical logits, and decode through the interleaved kernel agrees to the
 /// float rounding of another summation order.
@@ -156,8 +156,8 @@ fn interleaved_q4_0_matches_plain_layout() {
     for f in all_fixtures() {
         let g = golden(&f);
         let (r16, plain) = (
+            Model::load(convert_fixture(&f, Preset::Q4_0R16, None, tmp.path())).unwrap(),
             Model::load(convert_fixture(&f, Preset::Q4_0, None, tmp.path())).unwrap(),
-            Model::load(convert_fixture(&f, Preset::Q4_0Plain, None, tmp.path())).unwrap(),
         );
         let mut interleaved = 0;
         for t in &r16.file.header.tensors {

@@ -12,18 +12,17 @@ pub enum Preset {
     F32,
     F16,
     Q8_0,
-    /// Q4_0, with the matrices whose row count allows it stored as Q4_0_R16 (16 rows
-    /// interleaved, for the 512-bit decode kernel; see `quant::interleave`).
     Q4_0,
-    /// Q4_0 in GGML's row layout everywhere.
-    Q4_0Plain,
+    /// Q4_0 with the matrices whose row count allows it stored as Q4_0_R16 (16 rows
+    /// interleaved; see `quant::interleave`).
+    Q4_0R16,
     Q4K,
     /// Q4_K body with a Q8_0 token embedding, which is also the LM head.
     Q4KM,
 }
 
 pub const ALL_PRESETS: [Preset; 7] =
-    [Preset::F32, Preset::F16, Preset::Q8_0, Preset::Q4_0, Preset::Q4_0Plain, Preset::Q4K, Preset::Q4KM];
+    [Preset::F32, Preset::F16, Preset::Q8_0, Preset::Q4_0, Preset::Q4_0R16, Preset::Q4K, Preset::Q4KM];
 
 impl Preset {
     pub fn parse(s: &str) -> Result<Self> {
@@ -39,7 +38,7 @@ impl Preset {
             Preset::F16 => "f16",
             Preset::Q8_0 => "q8_0",
             Preset::Q4_0 => "q4_0",
-            Preset::Q4_0Plain => "q4_0_plain",
+            Preset::Q4_0R16 => "q4_0_r16",
             Preset::Q4K => "q4_k",
             Preset::Q4KM => "q4_k_m",
         }
@@ -51,10 +50,8 @@ impl Preset {
             Preset::F32 => "32 bits/weight, exact",
             Preset::F16 => "16 bits/weight",
             Preset::Q8_0 => "8.5 bits/weight (blocks of 32, f16 scale)",
-            Preset::Q4_0 => {
-                "4.5 bits/weight (blocks of 32, f16 scale), 16 rows interleaved for decode; embedding/LM head too"
-            }
-            Preset::Q4_0Plain => "q4_0 in GGML's plain row layout (no interleaving)",
+            Preset::Q4_0 => "4.5 bits/weight (blocks of 32, f16 scale); embedding/LM head too",
+            Preset::Q4_0R16 => "q4_0 with matrices 16 rows interleaved (Q4_0_R16, PocketLM only)",
             Preset::Q4K => "4.5 bits/weight (super-blocks of 256, 6-bit scales and mins); embedding too",
             Preset::Q4KM => "Q4_K body (4.5 bpw) + Q8_0 embedding/LM head (8.5 bpw): ~4.7 bpw on BTLM-3B",
         }
@@ -65,7 +62,7 @@ impl Preset {
             Preset::F32 => GgmlType::F32,
             Preset::F16 => GgmlType::F16,
             Preset::Q8_0 => GgmlType::Q8_0,
-            Preset::Q4_0 | Preset::Q4_0Plain => GgmlType::Q4_0,
+            Preset::Q4_0 | Preset::Q4_0R16 => GgmlType::Q4_0,
             Preset::Q4K | Preset::Q4KM => GgmlType::Q4K,
         }
     }
@@ -84,7 +81,7 @@ impl Preset {
         match self {
             Preset::F32 => 0,
             Preset::F16 => 1,
-            Preset::Q4_0 | Preset::Q4_0Plain => 2,
+            Preset::Q4_0 | Preset::Q4_0R16 => 2,
             Preset::Q8_0 => 7,
             Preset::Q4K => 14, // MOSTLY_Q4_K_S
             Preset::Q4KM => 15,
@@ -107,7 +104,7 @@ impl Preset {
         // The token embedding is read one row at a time (and is the LM head only when tied,
         // where its 50 257 rows are no multiple of 16 anyway): it stays plain.
         let rows = dims[1..].iter().product::<u64>();
-        let interleave = self == Preset::Q4_0 && name != names::TOKEN_EMBD && rows.is_multiple_of(R16 as u64);
+        let interleave = self == Preset::Q4_0R16 && name != names::TOKEN_EMBD && rows.is_multiple_of(R16 as u64);
         if ty == GgmlType::Q4_0 && interleave {
             GgmlType::Q4_0R16
         } else {
@@ -125,10 +122,10 @@ mod tests {
         assert_eq!(Preset::Q4K.tensor_type("blk.0.ffn_up.weight", &[2560, 6912]), GgmlType::Q4K);
         assert_eq!(Preset::Q4K.tensor_type("blk.0.ffn_up.weight", &[64, 192]), GgmlType::Q8_0);
         assert_eq!(Preset::Q4_0.tensor_type("blk.0.ffn_down.weight", &[170, 64]), GgmlType::F16);
-        assert_eq!(Preset::Q4_0.tensor_type("blk.0.ffn_down.weight", &[6912, 2560]), GgmlType::Q4_0R16);
-        assert_eq!(Preset::Q4_0.tensor_type("blk.0.ffn_up.weight", &[2560, 6920]), GgmlType::Q4_0);
-        assert_eq!(Preset::Q4_0.tensor_type(names::TOKEN_EMBD, &[2560, 50256]), GgmlType::Q4_0);
-        assert_eq!(Preset::Q4_0Plain.tensor_type("blk.0.ffn_down.weight", &[6912, 2560]), GgmlType::Q4_0);
+        assert_eq!(Preset::Q4_0R16.tensor_type("blk.0.ffn_down.weight", &[6912, 2560]), GgmlType::Q4_0R16);
+        assert_eq!(Preset::Q4_0R16.tensor_type("blk.0.ffn_up.weight", &[2560, 6920]), GgmlType::Q4_0);
+        assert_eq!(Preset::Q4_0R16.tensor_type(names::TOKEN_EMBD, &[2560, 50256]), GgmlType::Q4_0);
+        assert_eq!(Preset::Q4_0.tensor_type("blk.0.ffn_down.weight", &[6912, 2560]), GgmlType::Q4_0);
         assert_eq!(Preset::Q4KM.tensor_type(names::TOKEN_EMBD, &[2560, 50257]), GgmlType::Q8_0);
         assert_eq!(Preset::Q4_0.tensor_type("blk.0.attn_qkv.bias", &[7680]), GgmlType::F32);
         assert_eq!(Preset::F32.tensor_type("blk.0.attn_qkv.weight", &[64, 192]), GgmlType::F32);

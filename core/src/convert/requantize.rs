@@ -4,7 +4,7 @@
 use super::preset::Preset;
 use super::writer::{write_model, ModelSpec, Progress};
 use crate::error::{GgufError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
 use crate::model::{vocab, HParams};
 use crate::quant::dequantize_tensor_row;
 use std::path::Path;
@@ -24,6 +24,10 @@ pub fn requantize(input: &Path, out: &Path, preset: Preset, progress: &mut dyn F
             let rows = (t.n_elements() / t.dims[0]) as usize;
             if !crate::quant::is_weight_type(t.ty) {
                 return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: t.ty.name().into() }));
+            }
+            if t.ty == GgmlType::Q4_0R16 && !rows.is_multiple_of(crate::quant::interleave::ROWS) {
+                let ty = format!("Q4_0_R16 with {rows} rows (interleaving needs a multiple of 16)");
+                return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty }));
             }
             let bytes = file.tensor_bytes(t);
             let mut data = vec![0f32; rows * cols];

@@ -6,7 +6,7 @@ mod types;
 mod writer;
 
 pub use reader::{GgufHeader, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC};
-pub use types::{GgmlType, MetaValue};
+pub use types::{GgmlType, MetaValue, Q4_0_R16_ID};
 pub use writer::{write_gguf, TensorPlan};
 
 use crate::error::{Error, GgufError, Result};

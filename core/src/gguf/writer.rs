@@ -2,7 +2,7 @@
 //! tensor in memory. Output goes to `<out>.partial` and is renamed only when complete: an
 //! interrupted conversion never leaves a file that looks valid, nor clobbers an existing one.
 
-use super::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC};
+use super::reader::GGUF_MAGIC;
 use super::types::{GgmlType, MetaValue};
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -53,6 +53,13 @@ fn write_value(w: &mut impl Write, v: &MetaValue) -> std::io::Result<()> {
     }
 }
 
+/// Tensor data alignment of the files we write (recorded as `general.alignment`; readers
+/// default to 32). 64 puts every tensor on a cache line, so a 64-byte vector load of the
+/// interleaved Q4_0_R16 quants never straddles two lines (at 32, 160 of BTLM-3B's 161
+/// matrices started mid-line and every such load touched two).
+const WRITE_ALIGNMENT: u64 = 64;
+const ALIGNMENT_KEY: &str = "general.alignment";
+
 /// Writes a complete GGUF file. `fill(i, sink)` must write exactly the bytes of tensor `i`.
 pub fn write_gguf(
     path: &Path,
@@ -63,7 +70,10 @@ pub fn write_gguf(
     crate::atomic_file::write_atomic(path, |sink| {
         let io = |e| Error::io(path, e);
         let mut w = CountingWriter { inner: sink, written: 0 };
-        let alignment = DEFAULT_ALIGNMENT;
+        let alignment = WRITE_ALIGNMENT;
+        let align_key = (ALIGNMENT_KEY.to_string(), MetaValue::U32(alignment as u32));
+        let metadata: Vec<&(String, MetaValue)> =
+            metadata.iter().filter(|(k, _)| k != ALIGNMENT_KEY).chain([&align_key]).collect();
 
         w.write_all(&GGUF_MAGIC).map_err(io)?;
         w.write_all(&3u32.to_le_bytes()).map_err(io)?;
