@@ -78,15 +78,18 @@ macro_rules! q4_0_kernel {
             const TM: usize = $tm;
             let tables = (toks >= TABLE_MIN_TOKENS).then(|| Scales::new(w, nbw, rows, x, nbx, toks));
             let tables = tables.as_ref();
+            // Single-token calls (decode) stream the weights once: prefetch them as the
+            // 512-bit gemv does (`DecodePlan`); prefill re-reads each tile from cache.
+            let plan = (toks == 1).then(super::decode_plan);
             let mut r = 0;
             while r + RM <= rows {
                 let mut t = 0;
                 while t + TM <= toks {
-                    unsafe { $tile::<RM, TM>(w, nbw, r, x, nbx, t, out, ldo, tables) };
+                    unsafe { $tile::<RM, TM>(w, nbw, r, x, nbx, t, out, ldo, tables, plan) };
                     t += TM;
                 }
                 while t < toks {
-                    unsafe { $tile::<RM, 1>(w, nbw, r, x, nbx, t, out, ldo, tables) };
+                    unsafe { $tile::<RM, 1>(w, nbw, r, x, nbx, t, out, ldo, tables, plan) };
                     t += 1;
                 }
                 r += RM;
@@ -94,11 +97,11 @@ macro_rules! q4_0_kernel {
             while r < rows {
                 let mut t = 0;
                 while t + 2 <= toks {
-                    unsafe { $tile::<1, 2>(w, nbw, r, x, nbx, t, out, ldo, tables) };
+                    unsafe { $tile::<1, 2>(w, nbw, r, x, nbx, t, out, ldo, tables, plan) };
                     t += 2;
                 }
                 if t < toks {
-                    unsafe { $tile::<1, 1>(w, nbw, r, x, nbx, t, out, ldo, tables) };
+                    unsafe { $tile::<1, 1>(w, nbw, r, x, nbx, t, out, ldo, tables, plan) };
                 }
                 r += 1;
             }
@@ -116,6 +119,7 @@ macro_rules! q4_0_kernel {
             out: &mut [f32],
             ldo: usize,
             sc: Option<&Scales>,
+            plan: Option<super::DecodePlan>,
         ) {
             let m4 = _mm256_set1_epi8(0x0F);
             let xoffs = unsafe { _mm256_loadu_si256(X_OFFS.as_ptr().cast()) };
@@ -123,6 +127,11 @@ macro_rules! q4_0_kernel {
             let groups = nbw / 8;
             for g in 0..groups {
                 let b0 = g * 8;
+                if let Some(plan) = plan {
+                    for r in 0..R {
+                        super::prefetch3(unsafe { w.as_ptr().add((r0 + r) * nbw + b0) }.cast(), plan);
+                    }
+                }
                 let mut dw = [_mm256_setzero_ps(); R];
                 let mut dx = [_mm256_setzero_ps(); T];
                 let mut s8 = [_mm256_setzero_ps(); T];
