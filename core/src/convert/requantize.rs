@@ -25,9 +25,10 @@ pub fn requantize(input: &Path, out: &Path, preset: Preset, progress: &mut dyn F
             if !crate::quant::is_weight_type(t.ty) {
                 return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: t.ty.name().into() }));
             }
-            if t.ty == GgmlType::Q4_0R16 && !rows.is_multiple_of(crate::quant::interleave::ROWS) {
-                let ty = format!("Q4_0_R16 with {rows} rows (interleaving needs a multiple of 16)");
-                return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty }));
+            if t.ty == GgmlType::Q4_0R16 {
+                if let Some(ty) = crate::quant::interleave::refusal(rows as u64, false) {
+                    return Err(file.err(GgufError::UnsupportedTensorType { tensor: name.into(), ty }));
+                }
             }
             let bytes = file.tensor_bytes(t);
             let mut data = vec![0f32; rows * cols];

@@ -150,13 +150,10 @@ impl<'a> Loader<'a> {
         if !is_supported_weight_type(t.ty) {
             return Err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: t.ty.name().into() });
         }
-        let r16 = crate::quant::interleave::ROWS as u64;
-        if t.ty == GgmlType::Q4_0R16 && (!t.dims[1].is_multiple_of(r16) || name == names::TOKEN_EMBD) {
-            let why = format!(
-                "Q4_0_R16 with {} rows (interleaving needs a multiple of {r16}; not for the embedding)",
-                t.dims[1]
-            );
-            return Err(GgufError::UnsupportedTensorType { tensor: name.into(), ty: why });
+        if t.ty == GgmlType::Q4_0R16 {
+            if let Some(ty) = crate::quant::interleave::refusal(t.dims[1], name == names::TOKEN_EMBD) {
+                return Err(GgufError::UnsupportedTensorType { tensor: name.into(), ty });
+            }
         }
         Ok(Matrix { ty: t.ty, cols: t.dims[0] as usize, rows: t.dims[1] as usize, bytes: self.range(t) })
     }

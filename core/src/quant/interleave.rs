@@ -27,6 +27,15 @@ use half::f16;
 
 /// Rows per interleaved group.
 pub const ROWS: usize = 16;
+
+/// Why a stored Q4_0_R16 tensor of `rows` rows cannot be served (as the type text of an
+/// `UnsupportedTensorType` error), or `None` if it can. The token embedding (`embedding`) is
+/// refused by the model loader, which reads it one row at a time; conversion reads any.
+pub fn refusal(rows: u64, embedding: bool) -> Option<String> {
+    let bad_rows = !rows.is_multiple_of(ROWS as u64);
+    (bad_rows || embedding)
+        .then(|| format!("Q4_0_R16 with {rows} rows (interleaving needs a multiple of {ROWS}; not for the embedding)"))
+}
 /// Bytes of one block column of a group: 16 scales and 16 x 16 quant bytes.
 pub const COLUMN_BYTES: usize = ROWS * 2 + ROWS * QK / 2;
 const _: () = assert!(COLUMN_BYTES == ROWS * std::mem::size_of::<BlockQ4_0>());
